@@ -293,7 +293,7 @@ def load_beir(
         qrels = load_qrels(qrels_path)
     else:
         is_hub_id = source.count("/") == 1 and not source.startswith((".", "/", "~"))
-        if not is_hub_id and ("/" in source or os.sep in source):
+        if isinstance(path_or_name, os.PathLike) or (not is_hub_id and ("/" in source or os.sep in source)):
             raise FileNotFoundError(f"BEIR folder not found: {source!r}")
         try:
             if is_hub_id:

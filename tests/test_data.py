@@ -169,6 +169,8 @@ def test_missing_files(tiny_beir: Path, tmp_path: Path) -> None:
         load_msmarco(tmp_path / "nope.tsv", tmp_path / "q.tsv", tmp_path / "qrels.tsv")
     with pytest.raises(FileNotFoundError, match="BEIR folder not found: './no/such/folder'"):
         load_beir("./no/such/folder")
+    with pytest.raises(FileNotFoundError, match="BEIR folder not found: 'scifact'"):
+        load_beir(Path("scifact"))  # a Path is never looked up on the network
 
 
 def test_unknown_split(tiny_beir: Path) -> None:
