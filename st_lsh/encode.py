@@ -51,10 +51,18 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cache_key(model: torch.nn.Module, texts: Sequence[str], prompt: str | None, prompt_name: str | None) -> str:
-    """Cache key of an embedding matrix: weights, prompts, sequence length and texts."""
+def cache_key(
+    model: torch.nn.Module,
+    texts: Sequence[str],
+    prompt: str | None,
+    prompt_name: str | None,
+    fingerprint: str | None = None,
+) -> str:
+    """Cache key of an embedding matrix: weights (``fingerprint``, computed if not given), prompts, sequence
+    length and texts."""
     digest = hashlib.sha256(usedforsecurity=False)
-    settings = (model_fingerprint(model), prompt, prompt_name, getattr(model, "max_seq_length", None))
+    fingerprint = fingerprint or model_fingerprint(model)
+    settings = (fingerprint, prompt, prompt_name, getattr(model, "max_seq_length", None))
     digest.update(repr(settings).encode())
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass"))
@@ -72,18 +80,20 @@ def encode_texts(
     pool: dict | None = None,
     show_progress_bar: bool = True,
     cache_folder: str | None = None,
+    fingerprint: str | None = None,
 ) -> np.ndarray:
     """Normalised float32 embeddings of ``texts`` with ``encode_query`` or ``encode_document``.
 
     With ``cache_folder``, embeddings are loaded from / saved to ``{kind}_embeddings_{key}.npy``, where the key
-    covers the weights, the prompts and the texts (see :func:`cache_key`).
+    covers the weights, the prompts and the texts (see :func:`cache_key`); pass a precomputed
+    :func:`model_fingerprint` to avoid hashing the weights again.
     """
     if not texts:
         raise ValueError(f"Nothing to encode: the {kind} texts are empty.")
     path = None
     if cache_folder:
         os.makedirs(cache_folder, exist_ok=True)
-        path = os.path.join(cache_folder, f"{kind}_embeddings_{cache_key(model, texts, prompt, prompt_name)}.npy")
+        path = os.path.join(cache_folder, f"{kind}_embeddings_{cache_key(model, texts, prompt, prompt_name, fingerprint)}.npy")
         if os.path.exists(path):
             embeddings = np.load(path)
             logger.info("[Cache] Loaded %s embeddings from %s (shape=%s)", kind, path, embeddings.shape)

@@ -152,9 +152,16 @@ class LSHHasher:
             matrix /= matrix.norm(dim=1, keepdim=True)
         else:
             blocks = []
-            for _ in range(math.ceil(self.num_bits / dim)):
-                gaussian = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
-                q, r = torch.linalg.qr(gaussian)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # a small QR: threads only add spin-wait when the cores are busy
+            try:
+                factors = [
+                    torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))
+                    for _ in range(math.ceil(self.num_bits / dim))
+                ]
+            finally:
+                torch.set_num_threads(threads)
+            for q, r in factors:
                 # Fix the signs so that Q is Haar-distributed (and deterministic across LAPACK builds).
                 q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
                 blocks.append(q.T)  # rows are orthonormal

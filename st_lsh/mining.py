@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .encode import check_texts, encode_texts
+from .encode import check_texts, encode_texts, model_fingerprint
 from .format import OUTPUT_FORMATS, MinedNegatives, format_negatives, mining_statistics
 from .hashing import check_num_bits
 from .index import LSHIndex, StoreDtype
@@ -163,7 +163,7 @@ def mine_hard_negatives(
     if max_positives > 1:
         logger.info("Found an average of %.3f positives per query.", np.mean([len(p) for p in positive_indices]))
 
-    range_max = _resolve_range_max(
+    range_max = resolve_range_max(
         range_max, range_min, num_negatives, max_positives, len(corpus), cross_encoder,
         absolute_margin, relative_margin, max_score, min_score,
     )
@@ -180,11 +180,14 @@ def mine_hard_negatives(
         )
     try:
         t = time.perf_counter()
+        fingerprint = model_fingerprint(model) if cache_folder else None
         corpus_embeddings = encode_texts(
-            model, corpus, "document", corpus_prompt_name, corpus_prompt, batch_size, multi_pool, verbose, cache_folder
+            model, corpus, "document", corpus_prompt_name, corpus_prompt, batch_size, multi_pool, verbose,
+            cache_folder, fingerprint,
         )
         query_embeddings = encode_texts(
-            model, queries, "query", query_prompt_name, query_prompt, batch_size, multi_pool, verbose, cache_folder
+            model, queries, "query", query_prompt_name, query_prompt, batch_size, multi_pool, verbose,
+            cache_folder, fingerprint,
         )
         timings["encode"] = time.perf_counter() - t
     finally:
@@ -205,13 +208,11 @@ def mine_hard_negatives(
 
     # search + rescore: a Hamming pool per query, rescored exactly and cut to the rank window
     t = time.perf_counter()
-    scores, indices = index.search(
-        query_embeddings, k=window, pool_size=pool, query_chunk_size=faiss_batch_size, show_progress_bar=verbose
+    scores, indices, positive_scores = search_candidates(
+        index, query_embeddings, positive_indices, window, pool, faiss_batch_size, verbose
     )
-    scores, indices = torch.from_numpy(scores), torch.from_numpy(indices)
-    pair_query = torch.tensor([q for q, p in enumerate(positive_indices) for _ in p])
+    pair_query = _pair_queries(positive_indices)
     pair_positive = np.array([[i] for p in positive_indices for i in p])
-    positive_scores = index.rescore(query_embeddings[pair_query.numpy()], pair_positive).flatten()
     if cross_encoder is not None and any(v is not None for v in (absolute_margin, relative_margin, max_score, min_score)):
         scores, positive_scores = _cross_encoder_scores(
             cross_encoder, queries, corpus, indices, pair_query.tolist(), pair_positive.flatten().tolist(),
@@ -221,10 +222,8 @@ def mine_hard_negatives(
 
     # select
     t = time.perf_counter()
-    # Margins are taken against the lowest (hardest) positive of each query.
-    min_positive = torch.full((len(queries),), float("inf")).scatter_reduce(0, pair_query, positive_scores, "amin")
-    selection = select_negatives(
-        scores, indices, positive_indices, min_positive, num_negatives, range_max, range_min,
+    selection = select_with_positive_scores(
+        scores, indices, positive_indices, positive_scores, num_negatives, range_max, range_min,
         absolute_margin, relative_margin, max_score, min_score, sampling_strategy, include_positives,
         rng=random.Random(seed),
     )
@@ -240,6 +239,62 @@ def mine_hard_negatives(
                   "max_score": max_score, "min_score": min_score}
         _log_summary(result, positive_scores, selection.skipped, params, timings, index, pool)
     return result.dataset
+
+
+def _pair_queries(positive_indices: list[list[int]]) -> torch.Tensor:
+    """Query id of each (query, positive) pair, in the flat pair order."""
+    return torch.tensor([q for q, p in enumerate(positive_indices) for _ in p], dtype=torch.long)
+
+
+def search_candidates(
+    index: LSHIndex,
+    query_embeddings: np.ndarray,
+    positive_indices: list[list[int]],
+    window: int,
+    pool: int,
+    query_chunk_size: int = 16384,
+    verbose: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Search stage of the miner, reusable on any filled :class:`LSHIndex` (e.g. the training-time refresh).
+
+    Returns ``(scores, indices)`` of the ``window`` best candidates per query (Hamming pool of ``pool``, rescored)
+    and the flat scores of every (query, positive) pair, query 0's positives first.
+    """
+    scores, indices = index.search(
+        query_embeddings, k=window, pool_size=pool, query_chunk_size=query_chunk_size, show_progress_bar=verbose
+    )
+    pair_query = _pair_queries(positive_indices)
+    pair_positive = np.array([[i] for p in positive_indices for i in p])
+    positive_scores = index.rescore(query_embeddings[pair_query.numpy()], pair_positive).flatten()
+    return torch.from_numpy(scores), torch.from_numpy(indices), positive_scores
+
+
+def select_with_positive_scores(
+    scores: torch.Tensor,
+    indices: torch.Tensor,
+    positive_indices: list[list[int]],
+    positive_scores: torch.Tensor,
+    num_negatives: int,
+    range_max: int,
+    range_min: int = 0,
+    absolute_margin: float | None = None,
+    relative_margin: float | None = None,
+    max_score: float | None = None,
+    min_score: float | None = None,
+    sampling_strategy: Literal["random", "top"] = "top",
+    include_positives: bool = False,
+    rng: random.Random | None = None,
+):
+    """Select stage of the miner: :func:`~st_lsh.select.select_negatives`, with the margins taken against the
+    lowest (hardest) positive of each query, from the flat pair scores that :func:`search_candidates` returns."""
+    pair_query = _pair_queries(positive_indices)
+    min_positive = torch.full((len(positive_indices),), float("inf")).scatter_reduce(
+        0, pair_query, positive_scores.float(), "amin"
+    )
+    return select_negatives(
+        scores, indices, positive_indices, min_positive, num_negatives, range_max, range_min,
+        absolute_margin, relative_margin, max_score, min_score, sampling_strategy, include_positives, rng=rng,
+    )
 
 
 def _resolve_columns(dataset, anchor: str | None, positive: str | None) -> tuple[str, str]:
@@ -284,7 +339,7 @@ def _resolve_deprecated(output_format, output_scores, as_triplets, margin, absol
     return output_format, output_scores, absolute_margin
 
 
-def _resolve_range_max(range_max, range_min, num_negatives, max_positives, n_corpus, cross_encoder,
+def resolve_range_max(range_max, range_min, num_negatives, max_positives, n_corpus, cross_encoder,
                        absolute_margin, relative_margin, max_score, min_score) -> int:
     if range_max is None:
         filtering = (absolute_margin is not None or relative_margin is not None or max_score is not None
