@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 ArrayLike = np.ndarray | torch.Tensor
 Projection = Literal["orthonormal", "gaussian"]
+Centering = Literal["corpus", "both", "none"]
+Role = Literal["corpus", "query"]
 
 # Bit weights used to pack 8 sign bits into one byte, most significant bit first (numpy.packbits order).
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
@@ -96,8 +98,13 @@ class LSHHasher:
 
     Args:
         num_bits: Code length in bits; a positive multiple of 8. Each text costs ``num_bits // 8`` bytes.
-        center: Subtract the mean projection of the fitted set before taking signs, so each bit is balanced
-            (the paper's centring). Without it, anisotropic embeddings give many near-constant bits.
+        center: Where to subtract the mean projection of the fitted (corpus) set before taking signs, which
+            balances the bits (the paper's centring). ``"corpus"`` (the default, same as ``True``) centres the
+            corpus codes and hashes queries against the plain hyperplanes; ``"both"`` centres queries too;
+            ``False`` / ``"none"`` centres nothing. On SciFact with all-MiniLM-L6-v2, ``"corpus"`` ranks
+            closest to exact search at 256-1024 bits (``eval/results/bench_neighbours_scifact.md``): balanced
+            corpus bits carry more information, while centring the query by the *corpus* mean measures the
+            angle between shifted vectors, which no longer orders documents by cosine.
         random_state: Seed of the projection. The same seed and dimension give the same projection on every
             device, because the matrix is drawn on the CPU.
         projection: ``"orthonormal"`` (QR of Gaussian blocks, the default) or ``"gaussian"`` (plain i.i.d.
@@ -107,24 +114,27 @@ class LSHHasher:
 
     Attributes (after :meth:`fit`):
         projection_: ``(num_bits, dim)`` float32 tensor of directions.
-        center_: ``(num_bits,)`` float32 tensor subtracted before the sign (zeros when ``center=False``).
+        center_: ``(num_bits,)`` float32 mean projection of the fitted set (zeros when ``center=False``).
     """
 
     def __init__(
         self,
         num_bits: int = 512,
-        center: bool = True,
+        center: bool | Centering = "corpus",
         random_state: int | None = 42,
         projection: Projection = "orthonormal",
         device: str | torch.device | None = None,
         chunk_size: int = 65536,
     ) -> None:
         self.num_bits = check_num_bits(num_bits)
+        center = {True: "corpus", False: "none"}.get(center, center) if isinstance(center, bool) else center
+        if center not in ("corpus", "both", "none"):
+            raise ValueError(f"center must be True, False, 'corpus', 'both' or 'none', got {center!r}.")
         if projection not in ("orthonormal", "gaussian"):
             raise ValueError(f"projection must be 'orthonormal' or 'gaussian', got {projection!r}.")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
-        self.center = bool(center)
+        self.center: Centering = center
         self.random_state = random_state
         self.projection = projection
         self.device = torch.device(device) if device is not None else _default_device()
@@ -169,14 +179,14 @@ class LSHHasher:
         return matrix.float()
 
     def fit(self, embeddings: ArrayLike) -> LSHHasher:
-        """Draw the projection for the embeddings' dimension and, with ``center=True``, their mean projection.
+        """Draw the projection for the embeddings' dimension and, when centring, their mean projection.
 
         The mean is computed chunk by chunk, so ``embeddings`` may be a memory-mapped array.
         """
         tensor = check_embeddings(embeddings)
         dim = tensor.shape[1]
         self.projection_ = self._draw_projection(dim).to(self.device)
-        if self.center:
+        if self.center != "none":
             total = torch.zeros(dim, dtype=torch.float64)
             for start in range(0, tensor.shape[0], self.chunk_size):
                 total += tensor[start : start + self.chunk_size].double().sum(dim=0)
@@ -188,19 +198,27 @@ class LSHHasher:
         logger.debug("Fitted LSHHasher(num_bits=%d, dim=%d, center=%s)", self.num_bits, dim, self.center)
         return self
 
-    def project(self, embeddings: ArrayLike) -> torch.Tensor:
-        """Centred projections ``(n, num_bits)`` as float32 on ``self.device`` (signs give the code)."""
+    def project(self, embeddings: ArrayLike, role: Role = "corpus") -> torch.Tensor:
+        """Projections ``(n, num_bits)`` as float32 on ``self.device``, centred as ``center`` says for ``role``
+        (``"corpus"`` or ``"query"``); their signs give the code."""
         self._check_fitted(embeddings)
+        if role not in ("corpus", "query"):
+            raise ValueError(f"role must be 'corpus' or 'query', got {role!r}.")
         tensor = torch.as_tensor(embeddings).to(self.device, torch.float32)
-        return tensor @ self.projection_.T - self.center_
+        projected = tensor @ self.projection_.T
+        if self.center == "both" or (self.center == "corpus" and role == "corpus"):
+            projected -= self.center_
+        return projected
 
-    def transform(self, embeddings: ArrayLike) -> np.ndarray:
-        """Hash embeddings to packed codes: a ``(n, num_bits // 8)`` uint8 array, in chunks of ``chunk_size``."""
+    def transform(self, embeddings: ArrayLike, role: Role = "corpus") -> np.ndarray:
+        """Hash embeddings to packed codes: a ``(n, num_bits // 8)`` uint8 array, in chunks of ``chunk_size``.
+
+        ``role="query"`` hashes search queries (uncentred unless ``center="both"``)."""
         tensor = check_embeddings(embeddings)
         self._check_fitted(tensor)
         out = np.empty((tensor.shape[0], self.num_bytes), dtype=np.uint8)
         for start in range(0, tensor.shape[0], self.chunk_size):
-            chunk = self.project(tensor[start : start + self.chunk_size])
+            chunk = self.project(tensor[start : start + self.chunk_size], role)
             out[start : start + chunk.shape[0]] = pack_bits(chunk > 0).cpu().numpy()
         return out
 
@@ -232,7 +250,7 @@ class LSHHasher:
     def from_state_dict(cls, state: dict, device: str | torch.device | None = None) -> LSHHasher:
         hasher = cls(
             num_bits=state["num_bits"],
-            center=state["center"],
+            center={True: "corpus", False: "none"}.get(state["center"], state["center"]),
             random_state=state["random_state"],
             projection=state["projection"],
             device=device,

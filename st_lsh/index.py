@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .hashing import ArrayLike, LSHHasher, check_embeddings
+from .hashing import ArrayLike, Centering, LSHHasher, check_embeddings
 from .search import Backend, hamming_topk
 
 logger = logging.getLogger(__name__)
@@ -93,10 +93,12 @@ class LSHIndex:
 
     Args:
         num_bits: Code length; a positive multiple of 8.
-        center: Centre projections by the mean of the first added batch (see :class:`LSHHasher`).
+        center: Centring of the codes by the mean of the first added batch (see :class:`LSHHasher`).
         random_state: Seed of the projection.
         store_embeddings: ``"float32"`` (exact rescoring, identical to a float search), ``"float16"`` (half the
-            memory, scores rounded to about 1e-3), or None (codes only; scores estimated from Hamming distance).
+            memory, scores rounded to about 1e-3), or None (codes only; scores estimated from Hamming distance,
+            an unbiased angle estimate with ``center=False`` or ``"both"``; with the default corpus-only
+            centring the estimate is shifted by the centring, identically for positives and negatives).
         pool_factor: Hamming candidates per query as a multiple of ``k``; only used with stored embeddings.
         device: Device for hashing and the torch search backend; None picks CUDA when available.
         backend: Hamming search backend, see :func:`hamming_topk`.
@@ -106,7 +108,7 @@ class LSHIndex:
     def __init__(
         self,
         num_bits: int = 512,
-        center: bool = True,
+        center: bool | Centering = "corpus",
         random_state: int | None = 42,
         store_embeddings: StoreDtype = "float32",
         pool_factor: float = 4.0,
@@ -175,7 +177,7 @@ class LSHIndex:
         return self
 
     def hash_queries(self, query_embeddings: ArrayLike) -> np.ndarray:
-        return self.hasher.transform(check_embeddings(query_embeddings, "query embeddings"))
+        return self.hasher.transform(check_embeddings(query_embeddings, "query embeddings"), role="query")
 
     def pool_size(self, k: int) -> int:
         """Hamming candidates fetched for a top-k request: ``pool_factor * k``, capped by the corpus size."""

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .encode import check_texts, encode_texts, model_fingerprint
 from .format import OUTPUT_FORMATS, MinedNegatives, format_negatives, mining_statistics
-from .hashing import check_num_bits
+from .hashing import Centering, check_num_bits
 from .index import LSHIndex, StoreDtype
 from .search import Backend
 from .select import select_negatives
@@ -74,7 +74,7 @@ def mine_hard_negatives(
     *,
     num_bits: int = DEFAULT_NUM_BITS,
     seed: int | None = 42,
-    center: bool = True,
+    center: bool | Centering = "corpus",
     pool_factor: float = DEFAULT_POOL_FACTOR,
     candidate_pool: int | None = None,
     store_embeddings: StoreDtype = "float32",
@@ -97,7 +97,9 @@ def mine_hard_negatives(
         num_bits: Bits per code (a positive multiple of 8). More bits rank closer to exact search; 512 by default.
         seed: Seed of the LSH projection and of ``sampling_strategy="random"``: the same seed gives the same
             output. None draws a fresh seed.
-        center: Centre projections on the corpus mean, so every bit splits the corpus evenly.
+        center: ``"corpus"`` (default, same as True) centres the corpus codes on the corpus mean so every bit splits
+            the corpus evenly, and hashes queries against the plain hyperplanes; ``"both"`` centres queries too;
+            False centres nothing (see :class:`st_lsh.LSHHasher`).
         pool_factor: Hamming candidates per query, as a multiple of the rank window ``range_max + max_positives``.
             They are rescored exactly, so a larger pool only costs a little rescoring. 8 by default.
         candidate_pool: Absolute pool size per query; overrides ``pool_factor``.

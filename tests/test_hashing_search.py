@@ -46,6 +46,22 @@ def test_centering_balances_bits_on_anisotropic_data() -> None:
     assert balance[True] < 0.02 < balance[False]
 
 
+def test_query_centring_follows_the_center_mode() -> None:
+    x = normalized(500, 64) + 0.5 * normalized(1, 64, seed=9)
+    queries = normalized(20, 64, seed=4)
+    plain = LSHHasher(128, center=False, random_state=1, device="cpu").fit(x)
+    corpus_only = LSHHasher(128, center="corpus", random_state=1, device="cpu").fit(x)
+    both = LSHHasher(128, center="both", random_state=1, device="cpu").fit(x)
+    # "corpus": corpus codes centred, query codes not; "both": both centred.
+    assert np.array_equal(corpus_only.transform(queries, role="query"), plain.transform(queries))
+    assert np.array_equal(corpus_only.transform(x), both.transform(x))
+    assert np.array_equal(both.transform(queries, role="query"), both.transform(queries))
+    assert not np.array_equal(corpus_only.transform(x), plain.transform(x))
+    assert LSHHasher(64, center=True).center == "corpus" and LSHHasher(64, center=False).center == "none"
+    with pytest.raises(ValueError, match="center must be"):
+        LSHHasher(64, center="queries")
+
+
 def test_codes_are_packed_signs_and_deterministic() -> None:
     x = normalized(300)
     a = LSHHasher(num_bits=256, random_state=7, device="cpu")
@@ -82,7 +98,7 @@ def test_save_and_load_roundtrip(tmp_path) -> None:
     hasher = LSHHasher(num_bits=128, random_state=5, device="cpu").fit(x)
     hasher.save(tmp_path / "hasher.pt")
     loaded = LSHHasher.load(tmp_path / "hasher.pt")
-    assert loaded.num_bits == 128 and loaded.random_state == 5 and loaded.center
+    assert loaded.num_bits == 128 and loaded.random_state == 5 and loaded.center == "corpus"
     assert torch.equal(loaded.center_, hasher.center_)
     assert np.array_equal(loaded.transform(x), hasher.transform(x))
 
@@ -149,7 +165,8 @@ def test_index_with_full_pool_equals_exact_search() -> None:
 
 def test_index_without_embeddings_holds_only_codes_and_estimates_scores() -> None:
     corpus = normalized(1000, 64, seed=4)
-    index = LSHIndex(num_bits=256, store_embeddings=None, device="cpu").add(corpus)
+    # Symmetric hashing (no centring): identical vectors get identical codes, so the estimate is exact for them.
+    index = LSHIndex(num_bits=256, center=False, store_embeddings=None, device="cpu").add(corpus)
     assert index.nbytes == 1000 * 256 // 8
     assert index.embeddings is None
     scores, indices = index.search(corpus[:5], k=10)
