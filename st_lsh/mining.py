@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_NUM_BITS = 512
 DEFAULT_POOL_FACTOR = 8.0
+MIN_POOL = 256  # small windows need a larger relative pool: rescoring 256 candidates per query is cheap
 
 
 def mine_hard_negatives(
@@ -101,7 +102,8 @@ def mine_hard_negatives(
             the corpus evenly, and hashes queries against the plain hyperplanes; ``"both"`` centres queries too;
             False centres nothing (see :class:`st_lsh.LSHHasher`).
         pool_factor: Hamming candidates per query, as a multiple of the rank window ``range_max + max_positives``.
-            They are rescored exactly, so a larger pool only costs a little rescoring. 8 by default.
+            They are rescored exactly, so a larger pool only costs a little rescoring. 8 by default, and at least
+            256 candidates.
         candidate_pool: Absolute pool size per query; overrides ``pool_factor``.
         store_embeddings: "float32" (default; exact scores, the same output as sentence-transformers), "float16"
             (half the memory, scores rounded to ~1e-3), or None (codes only: ``num_bits / 8`` bytes per text,
@@ -170,7 +172,7 @@ def mine_hard_negatives(
         absolute_margin, relative_margin, max_score, min_score,
     )
     window = min(range_max + max_positives, len(corpus))
-    pool = candidate_pool if candidate_pool is not None else math.ceil(pool_factor * window)
+    pool = candidate_pool if candidate_pool is not None else max(math.ceil(pool_factor * window), MIN_POOL)
     pool = min(max(pool, window), len(corpus))
     device = device if device is not None else getattr(model, "device", None)
 
