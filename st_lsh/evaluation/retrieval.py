@@ -312,7 +312,10 @@ class RetrievalEvaluator(SentenceEvaluator):
             "ndcg_at_k": list(ndcg_at_k), "map_at_k": list(map_at_k), "recall_at_k": list(recall_at_k),
             "precision_at_k": list(precision_at_k), "mrr_at_k": list(mrr_at_k),
         }
-        self.max_k = max(k for ks in self.metric_ks.values() for k in ks)
+        all_ks = [k for ks in self.metric_ks.values() for k in ks]
+        if not all_ks or min(all_ks) < 1:
+            raise ValueError(f"Metric cut-offs must be positive and at least one is needed, got {self.metric_ks}")
+        self.max_k = max(all_ks)
         metric_names = [f"{key[: -len('_at_k')]}@{k}" for key, ks in self.metric_ks.items() for k in sorted(set(ks))]
         if main_metric not in metric_names:
             raise ValueError(f"main_metric {main_metric!r} is not among the computed metrics {metric_names}")
