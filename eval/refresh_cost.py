@@ -1,6 +1,7 @@
 """Cost and effect of refreshing hard negatives during training, on SciFact train -> test.
 
-Three arms, same seed, data and steps: (a) negatives mined once with st_lsh.mine_hard_negatives, (b) a full
+Three arms, same seed, data and steps: (a) negatives mined once (the refresher's
+initial mining, same rows and steps as the other arms) and kept, (b) a full
 refresh after each epoch but the last, (c) an incremental refresh after each epoch but the last. Per refresh: wall
 time split into encode / hash / search, and its share of the epoch's training time. After training: test nDCG@10.
 The table is rewritten after every arm, so a cut-off run still leaves what finished.

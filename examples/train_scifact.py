@@ -3,7 +3,7 @@ evaluate nDCG@10 on SciFact's test split.
 
 The negatives come from :class:`st_lsh.training.HardNegativeRefresher` (``--refresh incremental`` or ``full``),
 re-mined at the end of every epoch (or every ``--refresh-every-n-steps`` steps); ``--refresh none`` mines them
-once with :func:`st_lsh.mine_hard_negatives` and keeps them. Loss: MultipleNegativesRankingLoss with the
+once, with the same rules and the same rows (a row short of candidates gets a random negative), and keeps them. Loss: MultipleNegativesRankingLoss with the
 NO_DUPLICATES batch sampler.
 
 Usage::
@@ -33,7 +33,6 @@ from sentence_transformers.sentence_transformer.training_args import (
 )
 from transformers import TrainerCallback, set_seed
 
-from st_lsh import mine_hard_negatives
 from st_lsh.data import doc_text, load_beir, pairs_from_qrels
 from st_lsh.evaluation import BEIREvaluator
 from st_lsh.training import HardNegativeRefresher
@@ -96,19 +95,12 @@ def train_and_evaluate(
         documents = documents[:max_corpus]
     rules = {"num_negatives": num_negatives, "range_max": range_max, "relative_margin": relative_margin}
 
-    refresher = None
     start = time.perf_counter()
-    if refresh == "none":
-        train_dataset = mine_hard_negatives(
-            pairs, model, corpus=documents, output_format="n-tuple", seed=seed, cache_folder=cache_folder,
-            verbose=False, **rules,
-        )
-    else:
-        refresher = HardNegativeRefresher(
-            model, pairs, corpus=documents, mode=refresh, refresh_every_n_steps=refresh_every_n_steps, seed=seed,
-            cache_folder=cache_folder, **rules,
-        )
-        train_dataset = refresher.dataset
+    refresher = HardNegativeRefresher(
+        model, pairs, corpus=documents, mode="full" if refresh == "none" else refresh,
+        refresh_every_n_steps=refresh_every_n_steps, seed=seed, cache_folder=cache_folder, **rules,
+    )
+    train_dataset = refresher.dataset  # the initial mining: st_lsh.mine_hard_negatives' rules, short rows filled
     initial_mining_s = time.perf_counter() - start
 
     timer = EpochTimer()
@@ -119,7 +111,8 @@ def train_and_evaluate(
     )
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset, loss=MultipleNegativesRankingLoss(model),
-        callbacks=[timer] + ([refresher] if refresher is not None else []),
+        # refresh="none" keeps the initial negatives: same rows and steps as the refreshed arms, no callback.
+        callbacks=[timer] + ([refresher] if refresh != "none" else []),
     )
     train_start = time.perf_counter()
     trainer.train()
@@ -128,7 +121,7 @@ def train_and_evaluate(
     result: dict[str, Any] = {
         "refresh": refresh, "rows": len(train_dataset), "steps": trainer.state.global_step,
         "initial_mining_s": initial_mining_s, "train_s": train_s, "epoch_s": timer.epoch_s,
-        "refreshes": refresher.history[1:] if refresher is not None else [],
+        "refreshes": refresher.history[1:] if refresh != "none" else [],
     }
     if evaluate:
         test_queries = None
