@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,7 +31,7 @@ from train_scifact import train_and_evaluate  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
-def report(results: dict[str, dict], max_seq_length: int) -> None:
+def report(results: dict[str, dict], max_seq_length: int, commands: list[str]) -> None:
     rows = []
     for arm, r in results.items():
         epoch = sum(r["epoch_s"]) / max(len(r["epoch_s"]), 1)
@@ -54,6 +56,8 @@ def report(results: dict[str, dict], max_seq_length: int) -> None:
             rows,
         ),
         "",
+        "Commands that produced these arms: " + "; ".join(f"`{c}`" for c in commands) + ".",
+        "",
         "Refresh statistics (anchor-negative / anchor-positive mean cosine, filled slots):",
         "",
     ]
@@ -73,7 +77,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     partial = RESULTS / "refresh_cost.partial.json"
-    results: dict[str, dict] = json.loads(partial.read_text()) if partial.exists() else {}
+    saved: dict[str, Any] = json.loads(partial.read_text()) if partial.exists() else {}
+    commands: list[str] = saved.pop("__commands__", [])
+    commands.append("python " + " ".join(shlex.quote(a) for a in ["eval/refresh_cost.py", *sys.argv[1:]]))
+    results: dict[str, dict] = saved
     for arm in args.arms:
         logger.info("=== arm %s ===", arm)
         results[arm] = train_and_evaluate(
@@ -82,8 +89,8 @@ def main() -> None:
         )
         logger.info("arm %s: %s", arm, json.dumps(results[arm], default=float))
         RESULTS.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(results, indent=1, default=float))
-        report(results, args.max_seq_length)
+        partial.write_text(json.dumps({**results, "__commands__": commands}, indent=1, default=float))
+        report(results, args.max_seq_length, commands)
 
 
 if __name__ == "__main__":
