@@ -38,6 +38,7 @@ from .hashing import unpack_bits
 logger = logging.getLogger(__name__)
 
 Backend = Literal["auto", "faiss", "torch", "numpy"]
+FAISS_QUERY_BATCH = 1024
 
 
 def faiss_available() -> bool:
@@ -97,6 +98,9 @@ def _search_faiss(query_codes: np.ndarray, corpus_codes: np.ndarray, k: int, que
     import faiss
 
     index = faiss.IndexBinaryFlat(corpus_codes.shape[1] * 8)
+    # faiss scans the whole corpus once per batch of `query_batch_size` queries (32 by default); 1024 queries per
+    # scan measured 1.6x faster on 1M 256-bit codes with 2 threads (results are identical).
+    index.query_batch_size = FAISS_QUERY_BATCH
     index.add(corpus_codes)
     dists, idxs = [], []
     for start in range(0, len(query_codes), query_chunk_size):
