@@ -369,6 +369,15 @@ class TrainConfig:
     skip_eval: bool = False
 
 
+def _warmup(ratio: float) -> dict[str, float]:
+    """The warmup ratio as the installed transformers wants it: ``warmup_steps`` as a float from v5 on
+    (``warmup_ratio`` is deprecated there), ``warmup_ratio`` before."""
+    import transformers
+
+    major = int(transformers.__version__.split(".")[0])
+    return {"warmup_steps": float(ratio)} if major >= 5 else {"warmup_ratio": float(ratio)}
+
+
 @dataclass
 class TrainResult:
     before: dict[str, float]
@@ -468,7 +477,7 @@ def train_with_refreshed_negatives(model, config: TrainConfig) -> TrainResult:
             args = SentenceTransformerTrainingArguments(
                 output_dir=config.output, num_train_epochs=config.epochs,
                 per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-                warmup_ratio=config.warmup_ratio, batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no",
+                **_warmup(config.warmup_ratio), batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no",
                 logging_steps=10, report_to="none", seed=config.seed, dataloader_num_workers=0,
                 dataloader_pin_memory=False,
             )
