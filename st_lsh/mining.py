@@ -139,7 +139,7 @@ def mine_hard_negatives(
     if use_faiss:
         search_backend = "faiss"
 
-    anchor_column_name, positive_column_name = _resolve_columns(dataset, anchor_column_name, positive_column_name)
+    anchor_column_name, positive_column_name = resolve_columns(dataset.column_names, anchor_column_name, positive_column_name)
     output_format, output_scores, absolute_margin = _resolve_deprecated(
         output_format, output_scores, as_triplets, margin, absolute_margin, include_positives,
         range_min, range_max, max_score, min_score, relative_margin, sampling_strategy,
@@ -301,13 +301,21 @@ def select_with_positive_scores(
     )
 
 
-def _resolve_columns(dataset, anchor: str | None, positive: str | None) -> tuple[str, str]:
-    columns = list(dataset.column_names)
-    for name, value in (("anchor_column_name", anchor), ("positive_column_name", positive)):
+def resolve_columns(
+    columns: list[str],
+    anchor: str | None,
+    positive: str | None,
+    source: str = "the dataset",
+    arg_names: tuple[str, str] = ("anchor_column_name", "positive_column_name"),
+) -> tuple[str, str]:
+    """The (anchor, positive) column names: the given ones, checked, or the first two columns."""
+    columns = list(columns)
+    for role, arg, value in zip(("anchor", "positive"), arg_names, (anchor, positive)):
         if value is not None and value not in columns:
-            raise ValueError(f"{name}={value!r} is not a column of the dataset; its columns are {columns}.")
+            raise ValueError(f"Unknown {role} column {value!r} ({arg}={value!r} is not a column of {source}); "
+                             f"its columns are {columns}.")
     if len(columns) < 2 and (anchor is None or positive is None):
-        raise ValueError(f"The dataset needs an anchor and a positive column, but it only has {columns}.")
+        raise ValueError(f"{source} needs an anchor and a positive column, but it only has {columns}.")
     anchor = anchor or columns[0]
     positive = positive or next(c for c in columns if c != anchor)
     if anchor == positive:

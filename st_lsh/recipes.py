@@ -233,16 +233,12 @@ def load_pairs(
         dataset = loaded
     else:
         dataset = _read_table(path)
-    columns = list(dataset.column_names)
-    for flag, column in (("anchor", anchor_column), ("positive", positive_column)):
-        if column is not None and column not in columns:
-            raise ValueError(f"Unknown {flag} column {column!r}; the columns of {str(path)!r} are {columns}")
-    if len(columns) < 2 and (anchor_column is None or positive_column is None):
-        raise ValueError(f"{str(path)!r} needs an anchor and a positive column, but it has {columns}")
-    anchor_column = anchor_column or columns[0]
-    positive_column = positive_column or next(c for c in columns if c != anchor_column)
-    if anchor_column == positive_column:
-        raise ValueError(f"The anchor and positive columns must differ, both are {anchor_column!r}")
+    from .mining import resolve_columns
+
+    anchor_column, positive_column = resolve_columns(
+        dataset.column_names, anchor_column, positive_column, source=repr(str(path)),
+        arg_names=("--anchor-column", "--positive-column"),
+    )
     dataset = dataset.select_columns([anchor_column, positive_column])
     if max_pairs is not None:
         dataset = dataset.select(range(min(max_pairs, len(dataset))))

@@ -58,7 +58,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from ..encode import check_texts, encode_texts
 from ..hashing import LSHHasher, check_num_bits
 from ..index import LSHIndex
-from ..mining import DEFAULT_NUM_BITS, _resolve_columns, resolve_range_max, search_candidates
+from ..mining import DEFAULT_NUM_BITS, resolve_columns, resolve_range_max, search_candidates
 from ..mining import select_with_positive_scores
 from ..select import fill_missing
 from .capture import EmbeddingCapture
@@ -183,7 +183,7 @@ class HardNegativeRefresher(TrainerCallback):
         self.show_progress_bar = show_progress_bar
         self.cache_folder = cache_folder
 
-        self.anchor_column, self.positive_column = _resolve_columns(dataset, anchor_column_name, positive_column_name)
+        self.anchor_column, self.positive_column = resolve_columns(dataset.column_names, anchor_column_name, positive_column_name)
         anchors = check_texts(dataset[self.anchor_column], f"Column {self.anchor_column!r}")
         positives = check_texts(dataset[self.positive_column], f"Column {self.positive_column!r}")
         extra = check_texts(corpus, "corpus") if corpus is not None else []
