@@ -193,10 +193,7 @@ def build_negatives(
             model, setup.pairs, corpus=setup.documents, num_negatives=NUM_NEGATIVES, mode=REFRESH_ARMS[arm],
             refresh_every_n_steps=setup.refresh_every, seed=seed, cache_folder=str(cache), **RULES,
         )
-        dataset = refresher.dataset  # the initial mining
-        # Refreshes encode fine-tuned weights, which no later run can reuse: keep them out of the cache (and
-        # their cost free of the weight hashing and the file writes the cache would add).
-        refresher.cache_folder = None
+        dataset = refresher.dataset  # the initial mining (the only encode the refresher caches)
     else:
         raise ValueError(f"Unknown arm {arm!r}")
     mining_s = time.perf_counter() - start

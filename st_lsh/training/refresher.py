@@ -114,9 +114,9 @@ class HardNegativeRefresher(TrainerCallback):
             the trainer's ``prompts`` for the anchor and document columns.
         store_embeddings: "float32" (exact rescoring) or "float16" (half the memory and all-gather volume).
         show_progress_bar: Progress bars while encoding and searching.
-        cache_folder: Embedding cache of :func:`~st_lsh.encode.encode_texts` (keyed by the weights, so a
-            fine-tuned model never reuses the base model's embeddings); shares the initial encode with
-            :func:`st_lsh.mine_hard_negatives` runs on the same texts.
+        cache_folder: Embedding cache of :func:`~st_lsh.encode.encode_texts` for the initial mining (keyed by
+            the weights); shares that encode with :func:`st_lsh.mine_hard_negatives` runs and evaluations on the
+            same texts. Refreshes encode fine-tuned weights and never use the cache.
     """
 
     def __init__(
@@ -372,7 +372,10 @@ class HardNegativeRefresher(TrainerCallback):
                     embeddings = encode_texts(
                         self.model, [texts[i] for i in ids], "query" if name == "query" else "document",
                         prompt=self.prompts[name], batch_size=self.batch_size,
-                        show_progress_bar=self.show_progress_bar, cache_folder=self.cache_folder,
+                        show_progress_bar=self.show_progress_bar,
+                        # Only the initial mining encodes weights that anything else (an evaluation, a miner
+                        # run, a rerun) can share; caching a refresh would hash and write for nothing.
+                        cache_folder=self.cache_folder if self.refresh_count == 0 else None,
                     )
                 if captured[name]:
                     cap_ids = np.fromiter(captured[name], np.int64, len(captured[name]))
