@@ -65,6 +65,7 @@ __all__ = [
     "load_tsv",
     "load_trec_run",
     "pairs_from_qrels",
+    "sample_pairs",
 ]
 
 
@@ -383,3 +384,51 @@ def pairs_from_qrels(corpus: Corpus, queries: Queries, qrels: Qrels, min_score: 
     if not anchors:
         raise ValueError(f"No (query, document) pair with score >= {min_score} has both texts")
     return Dataset.from_dict({"anchor": anchors, "positive": positives})
+
+
+def sample_pairs(
+    pairs: Dataset,
+    max_pairs: int,
+    seed: int = 42,
+    max_positives_per_query: int | None = None,
+    anchor_column: str | None = None,
+) -> Dataset:
+    """A seeded sample of at most ``max_pairs`` rows that spreads over the queries, instead of the file's head.
+
+    The unique anchors are shuffled under ``seed``; rows are then taken round-robin across them (each query's
+    rows in file order), at most ``max_positives_per_query`` per query. So a sample of N pairs covers
+    min(N, number of queries) queries, and the same seed gives the same sample. Rows keep their file order.
+
+    Example::
+
+        >>> from datasets import Dataset
+        >>> pairs = Dataset.from_dict({"anchor": ["a", "a", "a", "b", "c"], "positive": ["1", "2", "3", "4", "5"]})
+        >>> sorted(sample_pairs(pairs, 3, seed=0)["anchor"])
+        ['a', 'b', 'c']
+    """
+    import random
+
+    if max_pairs < 1:
+        raise ValueError(f"max_pairs must be a positive integer, got {max_pairs}")
+    if max_positives_per_query is not None and max_positives_per_query < 1:
+        raise ValueError(f"max_positives_per_query must be a positive integer, got {max_positives_per_query}")
+    column = anchor_column or pairs.column_names[0]
+    rows_of: dict[str, list[int]] = {}
+    for row, anchor in enumerate(pairs[column]):
+        rows_of.setdefault(anchor, []).append(row)
+    anchors = list(rows_of)
+    random.Random(seed).shuffle(anchors)
+    cap = max_positives_per_query or max(len(r) for r in rows_of.values())
+    chosen: list[int] = []
+    for round_ in range(cap):
+        for anchor in anchors:
+            if round_ < len(rows_of[anchor]):
+                chosen.append(rows_of[anchor][round_])
+                if len(chosen) == max_pairs:
+                    break
+        if len(chosen) == max_pairs:
+            break
+    sample = pairs.select(sorted(chosen))
+    logger.info("Sampled %d pairs over %d queries (of %d pairs, %d queries; seed %d)", len(sample),
+                len(set(sample[column])), len(pairs), len(anchors), seed)
+    return sample

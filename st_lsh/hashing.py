@@ -1,7 +1,7 @@
 """Random-hyperplane LSH: embeddings to packed binary codes.
 
 Each embedding is projected onto ``num_bits`` random directions, optionally centred by the mean projection
-of the hashed set (so every bit splits the corpus roughly in half), binarised by sign and packed to
+of the whole corpus (so every bit splits the corpus roughly in half), binarised by sign and packed to
 ``num_bits // 8`` bytes. With orthonormal directions (QR of a Gaussian matrix, blocks stacked when
 ``num_bits`` exceeds the embedding dimension) the Hamming distance of two codes estimates the angle between
 the embeddings: ``cos(pi * hamming / num_bits) ~ cos_sim``.
@@ -18,7 +18,9 @@ Example::
     >>> codes = hasher.fit_transform(embeddings)
     >>> codes.shape, codes.dtype
     ((1000, 32), dtype('uint8'))
-    >>> hasher.save("hasher.pt"); LSHHasher.load("hasher.pt").transform(embeddings[:2]).shape
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "hasher.pt")
+    >>> hasher.save(path); LSHHasher.load(path).transform(embeddings[:2]).shape
     (2, 32)
 """
 
@@ -27,36 +29,34 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+
+from .rules import Centering, check_num_bits
+
+if TYPE_CHECKING:
+    from .store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
 ArrayLike = np.ndarray | torch.Tensor
 Projection = Literal["orthonormal", "gaussian"]
-Centering = Literal["corpus", "both", "none"]
 Role = Literal["corpus", "query"]
 
 # Bit weights used to pack 8 sign bits into one byte, most significant bit first (numpy.packbits order).
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
-def check_num_bits(num_bits: int) -> int:
-    """Return ``num_bits`` if it is a positive multiple of 8, else raise a ValueError naming the problem."""
-    if isinstance(num_bits, bool) or not isinstance(num_bits, (int, np.integer)) or num_bits <= 0 or num_bits % 8:
-        raise ValueError(f"num_bits must be a positive multiple of 8, got num_bits={num_bits!r}.")
-    return int(num_bits)
-
-
-def check_embeddings(embeddings: ArrayLike, name: str = "embeddings") -> torch.Tensor:
-    """Turn ``embeddings`` into a 2-d float tensor, rejecting NaN/inf values and all-zero rows.
+def check_embeddings(embeddings: ArrayLike, name: str = "embeddings", offset: int = 0) -> torch.Tensor:
+    """Turn ``embeddings`` (one chunk) into a 2-d float tensor, rejecting NaN/inf values and all-zero rows.
 
     A zero or non-finite embedding has no direction, so its code (and every similarity derived from it)
-    would be meaningless; we refuse it instead of returning a silently wrong result.
+    would be meaningless; we refuse it instead of returning a silently wrong result. ``offset`` is the chunk's
+    first row, so that errors name global rows. Large inputs are checked chunk by chunk by the callers.
     """
-    tensor = torch.as_tensor(embeddings)
+    tensor = torch.as_tensor(np.asarray(embeddings) if isinstance(embeddings, np.memmap) else embeddings)
     if tensor.ndim != 2:
         raise ValueError(f"{name} must be a 2-d array of shape (n, dim), got shape {tuple(tensor.shape)}.")
     if not torch.is_floating_point(tensor):
@@ -65,14 +65,14 @@ def check_embeddings(embeddings: ArrayLike, name: str = "embeddings") -> torch.T
         raise ValueError(f"{name} is empty: nothing to hash.")
     finite = torch.isfinite(tensor).all(dim=1)
     if not bool(finite.all()):
-        bad = torch.nonzero(~finite).flatten()[:5].tolist()
+        bad = (torch.nonzero(~finite).flatten()[:5] + offset).tolist()
         raise ValueError(
             f"{name} contain NaN or infinite values in {int((~finite).sum())} rows (first rows: {bad}). "
             "Check the model and the input texts."
         )
     zero = tensor.abs().amax(dim=1) == 0
     if bool(zero.any()):
-        bad = torch.nonzero(zero).flatten()[:5].tolist()
+        bad = (torch.nonzero(zero).flatten()[:5] + offset).tolist()
         raise ValueError(
             f"{name} contain {int(zero.sum())} all-zero rows (first rows: {bad}); a zero vector has no direction "
             "to hash or rank. Check the model and the input texts."
@@ -178,21 +178,29 @@ class LSHHasher:
             matrix = torch.cat(blocks)[: self.num_bits]
         return matrix.float()
 
-    def fit(self, embeddings: ArrayLike) -> LSHHasher:
-        """Draw the projection for the embeddings' dimension and, when centring, their mean projection.
+    def fit(self, embeddings: ArrayLike | EmbeddingStore) -> LSHHasher:
+        """Draw the projection and, when centring, centre it on the mean of the *whole* corpus.
 
-        The mean is computed chunk by chunk, so ``embeddings`` may be a memory-mapped array.
+        ``embeddings`` is an array (a memory map too) or an :class:`~st_lsh.store.EmbeddingStore`; it is read
+        chunk by chunk (rows checked per chunk), so it never needs to fit in memory twice.
         """
-        tensor = check_embeddings(embeddings)
-        dim = tensor.shape[1]
+        total, count = column_sum(embeddings, self.chunk_size)
+        return self.fit_from_sum(total, count)
+
+    def fit_from_sum(self, total: torch.Tensor, count: int) -> LSHHasher:
+        """Fit from the float64 column sums of the corpus and its row count (e.g. summed over ranks).
+
+        This is the one centring rule: centre = projection @ float32(sum / count), the mean projection of the
+        whole corpus. Chunked, streamed and distributed sums round to the same float32 mean (float64 sums that
+        differ by ~1e-16 relative almost never straddle a float32 rounding boundary).
+        """
+        if count < 1:
+            raise ValueError("Cannot fit an LSHHasher on an empty corpus.")
+        dim = int(total.shape[0])
         self.projection_ = self._draw_projection(dim).to(self.device)
         if self.center != "none":
-            total = torch.zeros(dim, dtype=torch.float64)
-            for start in range(0, tensor.shape[0], self.chunk_size):
-                total += tensor[start : start + self.chunk_size].double().sum(dim=0)
-            mean = (total / tensor.shape[0]).float().to(self.device)
-            # Projection is linear, so the mean projection is the projection of the mean.
-            self.center_ = self.projection_ @ mean
+            mean = (total.double() / count).float().to(self.device)
+            self.center_ = self.projection_ @ mean  # projection is linear: the mean projection
         else:
             self.center_ = torch.zeros(self.num_bits, device=self.device)
         logger.debug("Fitted LSHHasher(num_bits=%d, dim=%d, center=%s)", self.num_bits, dim, self.center)
@@ -210,19 +218,22 @@ class LSHHasher:
             projected -= self.center_
         return projected
 
-    def transform(self, embeddings: ArrayLike, role: Role = "corpus") -> np.ndarray:
+    def transform(self, embeddings: ArrayLike | EmbeddingStore, role: Role = "corpus") -> np.ndarray:
         """Hash embeddings to packed codes: a ``(n, num_bits // 8)`` uint8 array, in chunks of ``chunk_size``.
 
         ``role="query"`` hashes search queries (uncentred unless ``center="both"``)."""
-        tensor = check_embeddings(embeddings)
-        self._check_fitted(tensor)
-        out = np.empty((tensor.shape[0], self.num_bytes), dtype=np.uint8)
-        for start in range(0, tensor.shape[0], self.chunk_size):
-            chunk = self.project(tensor[start : start + self.chunk_size], role)
-            out[start : start + chunk.shape[0]] = pack_bits(chunk > 0).cpu().numpy()
+        if self.projection_ is None:
+            raise ValueError("This LSHHasher is not fitted yet: call fit() on corpus embeddings first.")
+        n = len(embeddings)
+        if n == 0:
+            raise ValueError("embeddings is empty: nothing to hash.")
+        out = np.empty((n, self.num_bytes), dtype=np.uint8)
+        for start, chunk in _chunks(embeddings, self.chunk_size):
+            tensor = check_embeddings(chunk, offset=start)
+            out[start : start + tensor.shape[0]] = pack_bits(self.project(tensor, role) > 0).cpu().numpy()
         return out
 
-    def fit_transform(self, embeddings: ArrayLike) -> np.ndarray:
+    def fit_transform(self, embeddings: ArrayLike | EmbeddingStore) -> np.ndarray:
         return self.fit(embeddings).transform(embeddings)
 
     def _check_fitted(self, embeddings: ArrayLike) -> None:
@@ -274,6 +285,28 @@ class LSHHasher:
             f"LSHHasher(num_bits={self.num_bits}, center={self.center}, random_state={self.random_state}, "
             f"projection={self.projection!r}, device={str(self.device)!r}, fitted={self.is_fitted})"
         )
+
+
+def _chunks(embeddings: ArrayLike | EmbeddingStore, chunk_size: int):
+    if hasattr(embeddings, "chunks"):
+        yield from embeddings.chunks(chunk_size)
+        return
+    for start in range(0, len(embeddings), chunk_size):
+        yield start, embeddings[start : start + chunk_size]
+
+
+def column_sum(embeddings: ArrayLike | EmbeddingStore, chunk_size: int = 65536) -> tuple[torch.Tensor, int]:
+    """float64 column sums and row count of ``embeddings``, read chunk by chunk (each chunk checked)."""
+    total: torch.Tensor | None = None
+    count = 0
+    for start, chunk in _chunks(embeddings, chunk_size):
+        tensor = check_embeddings(chunk, offset=start)
+        part = tensor.double().sum(dim=0).cpu()
+        total = part if total is None else total + part
+        count += tensor.shape[0]
+    if total is None:
+        raise ValueError("embeddings is empty: nothing to hash.")
+    return total, count
 
 
 def _default_device() -> torch.device:

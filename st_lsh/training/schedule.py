@@ -13,11 +13,16 @@ Example::
     >>> schedule = HardnessSchedule(range_min=(20, 0), relative_margin=(0.1, 0.0))
     >>> schedule.at(0.0), schedule.at(1.0)
     ({'range_min': 20, 'relative_margin': 0.1}, {'range_min': 0, 'relative_margin': 0.0})
+    >>> from st_lsh.rules import NegativeRules
+    >>> schedule.apply(NegativeRules(num_negatives=1, range_max=30), 0.5)
+    NegativeRules(num_negatives=1, range_min=10, range_max=40, absolute_margin=None, relative_margin=0.05, max_score=None, min_score=None, sampling_strategy='top', include_positives=False)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from ..rules import NegativeRules
 
 
 @dataclass(frozen=True)
@@ -46,3 +51,11 @@ class HardnessSchedule:
             if pair is not None:
                 out[name] = float(pair[0] + (pair[1] - pair[0]) * p)
         return out
+
+    def apply(self, rules: NegativeRules, progress: float) -> NegativeRules:
+        """``rules`` (with ``range_max`` resolved) at ``progress``: the window keeps its width, ``range_max``
+        moving with ``range_min``."""
+        values = self.at(progress)
+        if "range_min" in values and rules.range_max is not None:
+            values["range_max"] = rules.range_max + int(values["range_min"]) - rules.range_min
+        return replace(rules, **values)

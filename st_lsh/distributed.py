@@ -1,12 +1,12 @@
-"""Collectives of the training-time refresh, as thin calls on ``torch.distributed``.
+"""Collectives of distributed mining and of the training-time refresh, as thin calls on ``torch.distributed``.
 
-Nothing here manages processes: under ``torchrun`` or ``accelerate launch`` the trainer's accelerate state has
-already initialised the default process group, and these helpers only read it. Without a process group every
-helper is the single-process identity, so the same refresh code runs on one process or many.
+Nothing here manages processes: under ``torchrun`` or ``accelerate launch`` the launcher (or the trainer's
+accelerate state) has initialised the default process group, and these helpers only read it. Without a process
+group every helper is the single-process identity, so the same code runs on one process or many.
 
 Example::
 
-    >>> from st_lsh.training.distributed import world, shard
+    >>> from st_lsh.distributed import world, shard
     >>> rank, size = world()
     >>> shard(10, rank, size)          # this rank's contiguous slice of 10 items
     range(0, 10)
