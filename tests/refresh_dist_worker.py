@@ -45,10 +45,11 @@ def refresh_run(rank: int, world_size: int) -> dict[str, torch.Tensor]:
     refresher = HardNegativeRefresher(model, pairs, corpus=documents, num_negatives=2, range_max=10, num_bits=256,
                                       seed=5, batch_size=1, mode="incremental", sampling_strategy="random")
     refresher.prepare()
-    out = {"full": refresher.negatives.clone(), "full_codes": torch.from_numpy(refresher.corpus_codes.copy())}
+    out = {"full": refresher.negatives.clone(), "full_codes": torch.from_numpy(refresher.table.codes.copy())}
 
     # A training step's forward pass, this rank's half of the texts, dropout off so it is deterministic.
-    refresher.capture = EmbeddingCapture(model, {"query": refresher.queries, "corpus": refresher.corpus}).attach()
+    queries, corpus_texts = refresher.pairs.queries.texts(), refresher.pairs.corpus.texts()
+    refresher.capture = EmbeddingCapture(model, {"query": queries, "corpus": corpus_texts}).attach()
     model.train()
     for module in model.modules():
         # p = 0 rather than .eval(): BERT's attention reads its Dropout's p while the attention module trains.
@@ -58,14 +59,14 @@ def refresh_run(rank: int, world_size: int) -> dict[str, torch.Tensor]:
         # Move the model a little first, the same way everywhere, so the incremental refresh has news.
         for param in model.parameters():
             param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(1)) * 1e-2)
-        texts = refresher.queries + refresher.corpus
+        texts = queries + corpus_texts
         mine = texts[rank::world_size]
         for text in mine:
             model(model.preprocess([text]))
     stats = refresher.refresh()
     assert stats is not None and stats.texts_captured == len(texts), stats
     out["incremental"] = refresher.negatives.clone()
-    out["incremental_codes"] = torch.from_numpy(refresher.corpus_codes.copy())
+    out["incremental_codes"] = torch.from_numpy(refresher.table.codes.copy())
     return out
 
 

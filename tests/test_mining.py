@@ -10,34 +10,12 @@ import pytest
 from datasets import Dataset
 from sentence_transformers.util import mine_hard_negatives as st_mine_hard_negatives
 
+from helpers import TOY_CORPUS, TOY_PAIRS, MemoModel, assert_same_dataset
+
 from st_lsh import mine_hard_negatives
 from st_lsh.encode import cache_key
 
 FORMATS = ["triplet", "n-tuple", "labeled-pair", "labeled-list"]
-
-
-class MemoModel:
-    """Delegates to a SentenceTransformer but encodes each (texts, prompt) once, so that sentence-transformers'
-    miner and ours, run on the same inputs, share one encoding (embeddings are returned as copies)."""
-
-    def __init__(self, model) -> None:
-        self._model, self._memo = model, {}
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def _encode(self, kind: str, texts, **kwargs):
-        key = (kind, tuple(texts), kwargs.get("prompt"), kwargs.get("prompt_name"))
-        if key not in self._memo:
-            kwargs.update(normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False, pool=None)
-            self._memo[key] = getattr(self._model, kind)(list(texts), **kwargs)
-        return self._memo[key].copy()
-
-    def encode_query(self, texts, **kwargs):
-        return self._encode("encode_query", texts, **kwargs)
-
-    def encode_document(self, texts, **kwargs):
-        return self._encode("encode_document", texts, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -45,45 +23,7 @@ def memo_model(model) -> MemoModel:
     return MemoModel(model)
 
 
-def assert_same_dataset(expected: Dataset, actual: Dataset) -> None:
-    assert actual.column_names == expected.column_names
-    assert len(actual) == len(expected)
-    for column in expected.column_names:
-        want, got = expected[column], actual[column]
-        if column in ("scores", "score"):
-            np.testing.assert_allclose(np.asarray(got, dtype=float), np.asarray(want, dtype=float), atol=1e-5)
-        else:
-            assert got == want, f"column {column!r} differs"
-
-
 # --- a toy set: small enough to check by hand, rich enough for duplicates and multiple positives -------------
-
-TOY_PAIRS = [
-    ("What is the capital of France?", "Paris is the capital of France."),
-    ("What is the capital of France?", "The French capital is Paris, on the Seine."),
-    ("How do plants make food?", "Plants make food by photosynthesis, using sunlight."),
-    ("Who wrote Hamlet?", "Hamlet is a tragedy written by William Shakespeare."),
-    ("What is the boiling point of water?", "Water boils at 100 degrees Celsius at sea level."),
-    ("How far is the Moon?", "The Moon is about 384,400 km from Earth."),
-    ("What do bees produce?", "Bees produce honey and beeswax."),
-]
-TOY_CORPUS = [
-    "Lyon is a large city in France.",
-    "Berlin is the capital of Germany.",
-    "Photosynthesis happens in chloroplasts.",
-    "Macbeth is another play by Shakespeare.",
-    "Salt water boils at a slightly higher temperature.",
-    "Mars is about 225 million km from Earth on average.",
-    "Wasps do not make honey.",
-    "The Eiffel Tower is in Paris.",
-    "Fungi do not photosynthesize.",
-    "Ice melts at 0 degrees Celsius.",
-    "The Sun is a star.",
-    "Marlowe was a contemporary of Shakespeare.",
-    "Honey never spoils if stored well.",
-    "Madrid is the capital of Spain.",
-]
-
 
 @pytest.fixture(scope="module")
 def toy() -> Dataset:
@@ -206,7 +146,7 @@ def test_bad_parameters_raise_value_error(memo_model, toy, kwargs, message) -> N
 def test_bad_datasets_raise_value_error(model) -> None:
     with pytest.raises(ValueError, match="The dataset is empty"):
         mine_hard_negatives(Dataset.from_dict({"q": [], "a": []}), model)
-    with pytest.raises(ValueError, match="only has \\['q'\\]"):
+    with pytest.raises(ValueError, match="Dataset must contain at least two columns"):
         mine_hard_negatives(Dataset.from_dict({"q": ["x"]}), model)
     with pytest.raises(ValueError, match="Column 'a' must contain only strings, but entry 1 is NoneType"):
         mine_hard_negatives(Dataset.from_dict({"q": ["x", "y"], "a": ["z", None]}), model)
@@ -238,20 +178,15 @@ def test_degenerate_embeddings_raise_value_error(model, toy, value, message) -> 
         mine_hard_negatives(toy, _BrokenModel(model, value), corpus=TOY_CORPUS, verbose=False)
 
 
-def test_cache_key_changes_with_weights(model) -> None:
+def test_cache_key_changes_with_weights(fresh_model) -> None:
     import torch
 
-    before = cache_key(model, ["a text"], None, None)
-    assert before == cache_key(model, ["a text"], None, None)
-    assert before != cache_key(model, ["a text"], "query: ", None)
-    parameter = next(model.parameters())
+    before = cache_key(fresh_model, ["a text"], None, None)
+    assert before == cache_key(fresh_model, ["a text"], None, None)
+    assert before != cache_key(fresh_model, ["a text"], "query: ", None)
     with torch.no_grad():
-        parameter[0, 0] += 1e-3
-    try:
-        assert cache_key(model, ["a text"], None, None) != before
-    finally:
-        with torch.no_grad():
-            parameter[0, 0] -= 1e-3
+        next(fresh_model.parameters())[0, 0] += 1e-3  # a private copy: no other test sees this change
+    assert cache_key(fresh_model, ["a text"], None, None) != before
 
 
 def test_no_storage_mode_keeps_invariants_and_estimates_scores(memo_model, toy) -> None:
@@ -269,29 +204,24 @@ def test_no_storage_mode_keeps_invariants_and_estimates_scores(memo_model, toy) 
         assert -1.0 <= neg <= pos <= 1.0
 
 
-def test_summary_is_logged_when_verbose(memo_model, toy, caplog) -> None:
+def test_summary_is_printed_and_lsh_line_logged_when_verbose(memo_model, toy, caplog, capsys) -> None:
     with caplog.at_level(logging.INFO, logger="st_lsh"):
         mine_hard_negatives(toy, memo_model, corpus=TOY_CORPUS, relative_margin=0.05, verbose=True)
-    text = caplog.text
-    assert "Metric" in text and "Positive" in text and "Negative" in text and "Difference" in text
-    assert "LSH: 512 bits" in text
+    printed = capsys.readouterr().out
+    assert "Metric" in printed and "Positive" in printed and "Negative" in printed and "Difference" in printed
+    assert "LSH: 512 bits" in caplog.text and "LSH" not in printed
 
 
-def test_cache_folder_reuses_embeddings_until_the_weights_change(model, toy, tmp_path) -> None:
+def test_cache_folder_reuses_embeddings_until_the_weights_change(fresh_model, toy, tmp_path) -> None:
     import torch
 
     kwargs = dict(corpus=TOY_CORPUS, verbose=False, cache_folder=str(tmp_path), output_format="n-tuple")
-    first = mine_hard_negatives(toy, model, **kwargs)
+    first = mine_hard_negatives(toy, fresh_model, **kwargs)
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) == 2 and files[0].startswith("document_embeddings_") and files[1].startswith("query_")
-    assert mine_hard_negatives(toy, model, **kwargs).to_list() == first.to_list()
+    assert len(files) == 2 and files[0].startswith("corpus_embeddings_") and files[1].startswith("query_embeddings_")
+    assert mine_hard_negatives(toy, fresh_model, **kwargs).to_list() == first.to_list()
     assert sorted(p.name for p in tmp_path.iterdir()) == files  # served from the cache
-    parameter = next(model.parameters())
     with torch.no_grad():
-        parameter.mul_(1.01)
-    try:
-        mine_hard_negatives(toy, model, **kwargs)
-    finally:
-        with torch.no_grad():
-            parameter.div_(1.01)
+        next(fresh_model.parameters()).mul_(1.01)  # a private copy of the model
+    mine_hard_negatives(toy, fresh_model, **kwargs)
     assert len(list(tmp_path.iterdir())) == 4  # new weights, new cache entries
