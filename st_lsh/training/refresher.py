@@ -32,7 +32,7 @@ Example::
     ...                            "positive": ["Bees make honey.", "Shakespeare wrote Hamlet."]})
     >>> refresher = HardNegativeRefresher(model, pairs, corpus=["Wasps make no honey.", "Paris is in France."],
     ...                                   num_negatives=1, mode="incremental")
-    >>> refresher.dataset.column_names
+    >>> list(refresher.dataset[0])      # rows read the current negatives
     ['anchor', 'positive', 'negative_1']
     >>> # SentenceTransformerTrainer(model, args, train_dataset=refresher.dataset, loss=loss, callbacks=[refresher])
 """

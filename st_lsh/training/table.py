@@ -28,6 +28,8 @@ Example::
     >>> table.fit_hasher(*table.column_sum(corpus))
     >>> table.apply([table.update(np.arange(5), corpus, np.arange(2), queries)])
     >>> outcome = table.mine(NegativeRules(num_negatives=1).resolve(pairs.max_positives), seed=0)
+    >>> table.set_negatives(outcome.selection.indices, outcome.selection.scores)   # share of changed negatives
+    1.0
     >>> table.negatives.shape, int((table.negatives >= 0).sum())
     (torch.Size([2, 1]), 2)
 """
