@@ -97,6 +97,6 @@ def scifact_embeddings(model_path: str | None = None, max_seq_length: int | None
     doc_ids = list(corpus)
     docs = [doc_text(corpus[d]) for d in doc_ids]
     train_queries = list(dict.fromkeys(queries[q] for q in train_qrels))
-    corpus_emb = encode_texts(model, docs, "document", batch_size=32, cache_folder=str(CACHE))
+    corpus_emb = encode_texts(model, docs, "corpus", batch_size=32, cache_folder=str(CACHE))
     query_emb = encode_texts(model, train_queries, "query", batch_size=64, cache_folder=str(CACHE))
     return np.asarray(corpus_emb), np.asarray(query_emb)

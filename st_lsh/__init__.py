@@ -23,12 +23,13 @@ from .rules import LSHSettings, NegativeRules
 from .search import HammingNeighbours, hamming_topk
 from .select import Selection, select_negatives
 from .similarity import Similarity, hamming_to_cosine
-from .training import HardNegativeRefresher, HardnessSchedule
+from .training import HardNegativeRefresher, HardNeighbourBatchSampler, HardnessSchedule
 
 __all__ = [
     "BEIREvaluator",
     "HammingNeighbours",
     "HardNegativeRefresher",
+    "HardNeighbourBatchSampler",
     "HardnessSchedule",
     "LSHHasher",
     "LSHIndex",

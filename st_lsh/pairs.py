@@ -145,6 +145,17 @@ class TextTable:
         self._seen += len(values)
         return ids
 
+    def find(self, texts: Sequence[str]) -> np.ndarray:
+        """Ids of ``texts`` in this table (``-1`` for a text it does not hold); adds nothing."""
+        out = np.full(len(texts), -1, dtype=np.int64)
+        for position, text in enumerate(texts):
+            found = self._ids.get(hash(text))
+            for candidate in ([] if found is None else found if isinstance(found, list) else [found]):
+                if self[candidate] == text:
+                    out[position] = candidate
+                    break
+        return out
+
     def _text(self, text_id: int, current_chunk: int, current_start: int, current_values: list[str]) -> str:
         row = self._rows[text_id]
         if row >= current_start:

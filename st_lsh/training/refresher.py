@@ -90,7 +90,7 @@ class RefreshStats:
     filled_share: float
     queries_without_mined: int
     anchor_negative_sim: float | None
-    anchor_positive_sim: float
+    anchor_positive_sim: float | None
 
     def log_entry(self) -> dict[str, Any]:
         return {f"refresh/{k}": v for k, v in asdict(self).items() if v is not None}
@@ -128,6 +128,8 @@ class HardNegativeRefresher(TrainerCallback):
         num_negatives, range_min, range_max, absolute_margin, relative_margin, max_score, min_score,
             sampling_strategy: the rules of :func:`st_lsh.mine_hard_negatives` (``range_max=None`` is derived as
             sentence-transformers derives it, so the window grows with the number of positives per query).
+            ``num_negatives=0`` adds no negative columns and only keeps the codes fresh, for
+            :meth:`batch_sampler`.
         mode: ``"incremental"`` (default) or ``"full"``; see the module docstring.
         refresh_every_n_steps: Refresh every N optimizer steps; None refreshes at the end of every epoch. No
             refresh runs after the last step.
@@ -186,8 +188,11 @@ class HardNegativeRefresher(TrainerCallback):
                 raise ValueError(f"{name} must be a positive integer, got {value}.")
         if len(dataset) == 0:
             raise ValueError("The dataset is empty.")
-        self.rules = rules or NegativeRules(num_negatives, range_min, range_max, absolute_margin, relative_margin,
-                                            max_score, min_score, sampling_strategy)
+        if num_negatives < 0:
+            raise ValueError(f"num_negatives must be at least 0, got num_negatives={num_negatives}.")
+        self.mines = rules is not None or num_negatives > 0  # False: codes only, for the batch sampler
+        self.rules = rules or NegativeRules(max(1, num_negatives), range_min, range_max, absolute_margin,
+                                            relative_margin, max_score, min_score, sampling_strategy)
         if self.rules.include_positives:
             raise ValueError("include_positives=True would train on positives as negatives.")
         self.lsh = lsh or LSHSettings(num_bits=num_bits, seed=seed, pool_factor=pool_factor, store=store_embeddings)
@@ -201,8 +206,8 @@ class HardNegativeRefresher(TrainerCallback):
         if len(self.pairs.corpus) - self.pairs.max_positives < self.rules.num_negatives:
             raise ValueError(f"The corpus ({len(self.pairs.corpus)} texts) is too small for "
                              f"{self.rules.num_negatives} negatives.")
-        self.table = NegativesTable(self.pairs, self.rules.num_negatives, self.lsh, Similarity.of(model),
-                                    device=getattr(model, "device", None))
+        self.table = NegativesTable(self.pairs, self.rules.num_negatives if self.mines else 0, self.lsh,
+                                    Similarity.of(model), device=getattr(model, "device", None))
         a, p = self.pairs.anchor_column, self.pairs.positive_column
         self._dataset = dataset.select_columns([a, p]).add_column(ROW_ID, np.arange(len(dataset)))
         self._dataset.set_transform(NegativeColumns(a, p, self.table.negatives, self.pairs.row_query,
@@ -216,7 +221,24 @@ class HardNegativeRefresher(TrainerCallback):
 
     @property
     def negative_columns(self) -> list[str]:
-        return [f"negative_{j + 1}" for j in range(self.rules.num_negatives)]
+        return [f"negative_{j + 1}" for j in range(self.table.num_negatives)]
+
+    def batch_sampler(self, hardness: float = 1.0, neighbours_from: str = "positive",
+                      false_negative_margin: float | None = None, num_candidates: int | None = None,
+                      prefix_bits: int | None = None):
+        """A batch-sampler factory for ``SentenceTransformerTrainingArguments(batch_sampler=...)``: hard-neighbour
+        batches (:class:`~st_lsh.training.sampler.HardNeighbourBatchSampler`) planned from this refresher's codes,
+        re-planned every epoch from the codes its refreshes keep fresh."""
+        from .sampler import HardNeighbourBatchSampler
+
+        def build(dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
+            return HardNeighbourBatchSampler(
+                dataset, batch_size, drop_last, valid_label_columns, generator, seed, table=self.table,
+                row_query=self.pairs.row_query, row_positive=self.pairs.row_positive, hardness=hardness,
+                neighbours_from=neighbours_from, false_negative_margin=false_negative_margin,
+                num_candidates=num_candidates, prefix_bits=prefix_bits)
+
+        return build
 
     @property
     def dataset(self) -> Dataset:
@@ -278,13 +300,16 @@ class HardNegativeRefresher(TrainerCallback):
             self.table.apply(all_gather_objects(shard_update))
             timings["encode"] += time.perf_counter() - t  # the gather moves what was encoded
             t = time.perf_counter()
-            outcome = self.table.mine(self.rules_at(progress), seed=self.seed + self.refresh_count)
+            outcome = self.table.mine(self.rules_at(progress), seed=self.seed + self.refresh_count) if self.mines \
+                else None
             timings["search"] = time.perf_counter() - t
             error = None
         except Exception as exc:  # noqa: BLE001
             outcome, error = None, f"{type(exc).__name__}: {exc}"
         if (error := _first_error(error)) is not None:
             return self._failed(error)
+        if outcome is None:  # codes only (num_negatives=0)
+            outcome = self.table.empty_outcome()
         # Every rank computed the same table; rank 0's is broadcast so that they agree even bit for bit.
         indices, scores = broadcast_object((outcome.selection.indices, outcome.selection.scores))
         changed = self.table.set_negatives(indices, scores)
@@ -304,16 +329,17 @@ class HardNegativeRefresher(TrainerCallback):
             changed_share=changed, filled=outcome.filled, filled_share=outcome.filled / max(slots, 1),
             queries_without_mined=outcome.queries_without_mined,
             anchor_negative_sim=float(mined.mean()) if mined.numel() else None,
-            anchor_positive_sim=float(outcome.positive_scores.float().mean()),
+            anchor_positive_sim=float(outcome.positive_scores.float().mean()) if outcome.positive_scores.numel()
+            else None,
         )
         self.history.append(asdict(stats))
         sim = f"{stats.anchor_negative_sim:.3f}" if stats.anchor_negative_sim is not None else "- (none mined)"
         logger.info(
             "Refresh %d (%s): %.1fs (encode %.1fs, hash %.2fs, search %.2fs), %d texts encoded, %d captured, "
             "%.1f%% of negatives changed, %d of %d slots filled at random, sim anchor-negative %s / anchor-positive "
-            "%.3f", stats.refresh, stats.mode, stats.total_s, stats.encode_s, stats.hash_s, stats.search_s,
+            "%s", stats.refresh, stats.mode, stats.total_s, stats.encode_s, stats.hash_s, stats.search_s,
             stats.texts_encoded, stats.texts_captured, 100 * changed, outcome.filled, slots, sim,
-            stats.anchor_positive_sim,
+            "-" if stats.anchor_positive_sim is None else f"{stats.anchor_positive_sim:.3f}",
         )
         if stats.filled_share > FILLED_WARNING_SHARE:
             logger.warning(

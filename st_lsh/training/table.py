@@ -110,6 +110,7 @@ class NegativesTable:
         self.negatives = torch.full((n_queries, num_negatives), -1, dtype=torch.long).share_memory_()
         self.scores = torch.full((n_queries, num_negatives), float("nan")).share_memory_()
         self.mined = False
+        self.version = 0  # bumped whenever codes or negatives change (the batch sampler re-plans on it)
 
     @property
     def num_negatives(self) -> int:
@@ -154,6 +155,7 @@ class NegativesTable:
             if self.lsh.store is not None:
                 self.store = open_store(self.lsh.store, n_corpus, dim)
             self.query_rows = np.zeros((n_queries, dim), np.float32)
+        self.version += 1
         for update in updates:
             if len(update.corpus_ids):
                 self.codes[update.corpus_ids] = update.corpus_codes
@@ -190,16 +192,23 @@ class NegativesTable:
         filled = fill_missing(selection, len(pairs.corpus), pairs.positive_indices, rng) if fill else 0
         return MiningOutcome(selection, torch.cat(positive_scores), filled, without)
 
+    def empty_outcome(self) -> MiningOutcome:
+        """The outcome of a refresh that mines no negatives (codes only)."""
+        n = len(self.pairs.queries)
+        empty = Selection(torch.empty((n, 0), dtype=torch.long), torch.empty((n, 0)))
+        return MiningOutcome(empty, torch.empty(0), 0, 0)
+
     def set_negatives(self, indices: torch.Tensor, scores: torch.Tensor) -> float:
         """Replace the negatives in place (workers see it); returns the share of (query, slot) negatives that
         are not among the query's previous negatives."""
-        changed = 1.0
-        if self.mined:
+        changed = 1.0 if indices.numel() else 0.0
+        if self.mined and indices.numel():
             same = (indices.unsqueeze(-1) == self.negatives.unsqueeze(1)).any(dim=-1)
             changed = float(1.0 - same.float().mean())
         self.negatives.copy_(indices)
         self.scores.copy_(scores)
         self.mined = True
+        self.version += 1
         return changed
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
@@ -232,3 +241,4 @@ class NegativesTable:
         self.negatives.copy_(state["negatives"])
         self.scores.copy_(state["scores"])
         self.mined = True
+        self.version += 1
