@@ -47,14 +47,18 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of ``tensor`` over ranks (float64 sums keep the result independent of the summation order in
-    practice: the float32 cast of two float64 sums that differ by ~1e-16 relative almost never differs)."""
+def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """``tensor`` reduced over ranks by ``op`` ("sum" or "max"); the identity on a single process.
+
+    Sums of float64 column sums keep the mean independent of the sharding in practice: the float32 cast of two
+    float64 sums that differ by ~1e-16 relative almost never differs."""
+    if op not in ("sum", "max"):
+        raise ValueError(f"op must be 'sum' or 'max', got {op!r}.")
     if is_distributed():
         backend = dist.get_backend()
         device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
         moved = tensor.to(device)
-        dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+        dist.all_reduce(moved, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
         return moved.to(tensor.device)
     return tensor
 

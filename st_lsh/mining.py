@@ -38,13 +38,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .encode import encode_to_store
+from .candidates import EncodeSettings, LocalSearch, ShardedSearch
+from .distributed import is_distributed, world
 from .format import OUTPUT_FORMATS, DatasetSink, MinedChunk, NegativesWriter, default_output_folder, summary_lines
-from .index import LSHIndex, search_candidates
 from .pairs import PairTable
 from .rules import DEFAULT_NUM_BITS, DEFAULT_POOL_FACTOR, Backend, LSHSettings, NegativeRules, StoreKind
 from .select import SkipCounts, select_for_queries
-from .similarity import Similarity
 from .timing import Timings
 
 logger = logging.getLogger(__name__)
@@ -170,33 +169,20 @@ def mine_hard_negatives(
     width = rules.window(pairs.max_positives)
     pool = lsh.pool_size(min(width, n_corpus), n_corpus)
 
-    # encode: queries, then the corpus, each chunk by chunk into its store
-    messages: list[str] = []
-    query_store = corpus_store = index = None
-    multi_pool = _start_pool(model, use_multi_process)
+    # encode, hash and search: on this process, or sharded over the ranks of an initialised process group
+    encoding = EncodeSettings(query_prompt_name, query_prompt, corpus_prompt_name, corpus_prompt, batch_size,
+                              None, chunk_size, cache_folder, show_progress_bar=verbose)
+    encoding.pool = _start_pool(model, use_multi_process)
+    search_class = ShardedSearch if is_distributed() else LocalSearch
     try:
-        with timings.stage("encode"):
-            shared = dict(batch_size=batch_size, pool=multi_pool, chunk_size=chunk_size, cache_folder=cache_folder,
-                          show_progress_bar=verbose, messages=messages)
-            query_store = encode_to_store(model, pairs.queries, "query", "disk" if lsh.store == "disk" else "float32",
-                                          query_prompt_name, query_prompt, **shared)
-            corpus_store = encode_to_store(model, pairs.corpus, "corpus", lsh.store, corpus_prompt_name,
-                                           corpus_prompt, **shared)
+        search = search_class(model, pairs, lsh, width, pool, encoding, timings, device)
     finally:
-        _stop_pool(model, multi_pool)
-    for line in sorted(messages, key=lambda m: (not m.startswith("[Cache] Loaded"), "corpus" in m.split()[2])):
+        _stop_pool(model, encoding.pool)
+    for line in sorted(encoding.messages, key=lambda m: (not m.startswith("[Cache] Loaded"), "corpus" in m.split()[2])):
         say(line)
 
+    # select and format one chunk of queries at a time
     try:
-        with timings.stage("hash"):
-            similarity = Similarity.of(model)
-            index = LSHIndex(settings=lsh, similarity=similarity,
-                             device=device if device is not None else getattr(model, "device", None))
-            index.fit(corpus_store)
-            if lsh.store is None:
-                corpus_store.close()  # the spilled floats; only the codes are kept from here on
-
-        # search, select and format one chunk of queries at a time
         n_slots = pairs.n_rows * rules.num_negatives
         folder = default_output_folder(cache_folder) if n_slots > LARGE_OUTPUT_ROWS else None
         writer = NegativesWriter(output_format, pairs.anchor_column, pairs.positive_column, output_scores,
@@ -209,12 +195,11 @@ def mine_hard_negatives(
                               disable=not verbose):
                 stop = min(start + faiss_batch_size, n_queries)
                 positive_indices = pairs.positive_indices[start:stop]
-                with timings.stage("search"):
-                    queries = query_store.take(np.arange(start, stop))
-                    candidates = search_candidates(index, queries, positive_indices, width, pool)
-                    scores, positive_scores = candidates.scores, candidates.positive_scores
-                    query_texts = pairs.queries.texts(start, stop)
-                    if cross_encoder is not None and (rules.filtering() or rules.min_score is not None):
+                candidates = search.candidates(start, stop)
+                scores, positive_scores = candidates.scores, candidates.positive_scores
+                query_texts = pairs.queries.texts(start, stop)
+                if cross_encoder is not None and (rules.filtering() or rules.min_score is not None):
+                    with timings.stage("search"):
                         scores, positive_scores = _cross_encoder_scores(
                             cross_encoder, query_texts, pairs, candidates.indices, positive_indices, batch_size,
                             ce_pool)
@@ -232,24 +217,22 @@ def mine_hard_negatives(
         with timings.stage("format"):
             result = writer.finish(n_input_rows=pairs.n_rows)
     finally:
-        if index is not None:
-            index.close()
-        for store in (query_store, corpus_store):
-            if store is not None:
-                store.close()
+        search.close()
     if verbose:
         for line in summary_lines(result, counts.ratios(), counts.skipped, rules):
             say(line)
-    logger.info("LSH: %d bits, %d candidates per query over %d texts, index %.1f MB in RAM (store: %s); time (s): %s",
-                lsh.num_bits, pool, n_corpus, (index.nbytes if index is not None else 0) / 2**20, lsh.store,
-                timings.line())
+    logger.info("LSH: %d bits, %d candidates per query over %d texts, index %.1f MB in RAM (store: %s)%s; time (s): "
+                "%s", lsh.num_bits, pool, n_corpus, search.nbytes / 2**20, lsh.store,
+                f", {world()[1]} ranks" if is_distributed() else "", timings.line())
     return result.dataset
 
 
 def _printer(verbose: bool):
+    rank = world()[0]
+
     def say(message: str) -> None:
         logger.debug(message)
-        if verbose:
+        if verbose and rank == 0:  # under torch.distributed, rank 0 speaks for all
             print(message)
 
     return say

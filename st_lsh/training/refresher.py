@@ -51,7 +51,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..distributed import all_gather_objects, all_reduce_sum, broadcast_object, shard, world
+from ..distributed import all_gather_objects, all_reduce, broadcast_object, shard, world
 from ..encode import encode_texts
 from ..pairs import PairTable, TextTable
 from ..rules import DEFAULT_NUM_BITS, DEFAULT_POOL_FACTOR, LSHSettings, NegativeRules, StoreKind
@@ -292,7 +292,7 @@ class HardNegativeRefresher(TrainerCallback):
             t = time.perf_counter()
             if full:  # the centre is the mean of the whole (stored) corpus, summed in float64 over every rank
                 total, count = self.table.column_sum(update[1])
-                summed = all_reduce_sum(torch.cat([total.double(), torch.tensor([float(count)], dtype=torch.float64)]))
+                summed = all_reduce(torch.cat([total.double(), torch.tensor([float(count)], dtype=torch.float64)]))
                 self.table.fit_hasher(summed[:-1], int(summed[-1]))
             shard_update = self.table.update(*update)
             timings["hash"] += time.perf_counter() - t
