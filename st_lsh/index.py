@@ -263,6 +263,11 @@ class LSHIndex:
                 distances = pairwise_hamming(codes, self.codes, np.asarray(indices))
             scores = self.similarity.from_hamming(torch.as_tensor(distances), self.num_bits)
             return scores.masked_fill(~valid, float("-inf"))
+        if self._dot_kernel():
+            from . import kernels
+
+            return torch.from_numpy(kernels.gather_dot(np.asarray(query_embeddings, dtype=np.float32),
+                                                       self.store.array, np.asarray(indices, dtype=np.int64)))
         queries = torch.as_tensor(np.asarray(query_embeddings, dtype=np.float32))
         out = torch.full(indices_t.shape, float("-inf"))
         width = max(1, indices_t.shape[1])
@@ -273,6 +278,15 @@ class LSHIndex:
             scores = self.similarity.pairs(queries[start : start + step], gathered.view(*rows.shape, -1))
             out[start : start + step] = scores.masked_fill(rows < 0, float("-inf"))
         return out
+
+    def _dot_kernel(self) -> bool:
+        """True when rescoring is a plain dot product that the numba kernel can read straight from the store."""
+        from .search import numba_available
+
+        array = self.store.array if self.store is not None else None
+        return (array is not None and array.dtype in (np.float32, np.float16) and array.flags.c_contiguous
+                and (self.similarity.name == "dot" or (self.similarity.name == "cosine" and self.similarity.normalized))
+                and numba_available())
 
     def search(
         self,

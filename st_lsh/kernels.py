@@ -67,7 +67,7 @@ except Exception as error:  # noqa: BLE001
     numba = None
     _IMPORT_ERROR = error
 
-__all__ = ["available", "hamming_rerank", "hamming_topk", "pairwise_hamming"]
+__all__ = ["available", "gather_dot", "hamming_rerank", "hamming_topk", "pairwise_hamming"]
 
 # Tunables, read at call time (measured on AMD EPYC Zen 4, 2 threads; see the module docstring).
 BLOCK_BYTES = 16 * 1024  # one transposed corpus block (num_words * 8 * codes), kept in L1; 8-64 KiB within 15%
@@ -294,6 +294,36 @@ def pairwise_hamming(query_codes: np.ndarray, corpus_codes: np.ndarray, indices:
     if indices.size:
         with _dynamic_schedule(16):
             _pairwise_kernel(queries, corpus, indices, out)
+    return out
+
+
+def gather_dot(queries: np.ndarray, rows: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Dot product of query ``i`` with each stored row ``indices[i, j]`` (``-inf`` where the index is -1): the
+    exact rescoring of candidate pools, read straight from the store (a float32 array or memory map) without
+    copying the gathered rows, with the next rows prefetched.
+
+    Args:
+        queries: ``(n_queries, dim)`` float32.
+        rows: ``(n_rows, dim)`` float32 or float16, C-contiguous (an embedding store, memory-mapped or not);
+            float16 rows are widened to float32 in registers (numba has no float16 type: the bits are decoded).
+        indices: ``(n_queries, m)`` int64 row ids, or -1 for padding.
+    """
+    _require_numba()
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if rows.dtype not in (np.float32, np.float16) or rows.ndim != 2 or not rows.flags.c_contiguous:
+        raise ValueError("rows must be a C-contiguous 2-d float32 or float16 array.")
+    if queries.ndim != 2 or queries.shape[1] != rows.shape[1]:
+        raise ValueError(f"queries must have shape (n, {rows.shape[1]}).")
+    indices = _check_indices("indices", indices, queries.shape[0])
+    if indices.size and (indices.min() < -1 or indices.max() >= rows.shape[0]):
+        raise ValueError(f"indices must be row ids in [0, {rows.shape[0]}) or -1.")
+    out = np.empty(indices.shape, dtype=np.float32)
+    if indices.size:
+        with _dynamic_schedule(16):
+            if rows.dtype == np.float16:
+                _gather_dot_half_kernel(queries, rows.view(np.uint16), indices, out)
+            else:
+                _gather_dot_kernel(queries, rows, indices, out)
     return out
 
 
@@ -687,3 +717,50 @@ if numba is not None:
                     _prefetch_row(corpus, indices[q, j + PREFETCH_AHEAD])
                 c = indices[q, j]
                 out[q, j] = -1 if c < 0 else _row_distance(queries, q, corpus, c, num_words)
+
+    @njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc", "contract"})
+    def _gather_dot_kernel(queries, rows, indices, out):
+        n_queries, m = indices.shape
+        dim = rows.shape[1]
+        for q in prange(n_queries):
+            for j in range(m):
+                if j + PREFETCH_AHEAD < m and indices[q, j + PREFETCH_AHEAD] >= 0:
+                    _prefetch_row(rows, indices[q, j + PREFETCH_AHEAD])
+                r = indices[q, j]
+                if r < 0:
+                    out[q, j] = -np.inf
+                    continue
+                total = np.float32(0.0)
+                for d in range(dim):
+                    total += queries[q, d] * rows[r, d]
+                out[q, j] = total
+
+    @intrinsic
+    def _half_to_float(typingctx, bits):
+        """IEEE 754 binary16 bits (uint16) to float32, as LLVM's ``fpext half``: F16C / AVX-512 conversions where
+        the CPU has them (vectorized), a software conversion elsewhere."""
+        if not isinstance(bits, types.Integer) or bits.bitwidth != 16:
+            return None
+        sig = types.float32(bits)
+
+        def codegen(context, builder, signature, args):
+            return builder.fpext(builder.bitcast(args[0], _ir.HalfType()), _ir.FloatType())
+
+        return sig, codegen
+
+    @njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc", "contract"})
+    def _gather_dot_half_kernel(queries, rows, indices, out):
+        n_queries, m = indices.shape
+        dim = rows.shape[1]
+        for q in prange(n_queries):
+            for j in range(m):
+                if j + PREFETCH_AHEAD < m and indices[q, j + PREFETCH_AHEAD] >= 0:
+                    _prefetch_row(rows, indices[q, j + PREFETCH_AHEAD])
+                r = indices[q, j]
+                if r < 0:
+                    out[q, j] = -np.inf
+                    continue
+                total = np.float32(0.0)
+                for d in range(dim):
+                    total += queries[q, d] * _half_to_float(rows[r, d])
+                out[q, j] = total

@@ -14,6 +14,7 @@ import pytest
 import torch
 from datasets import Dataset, IterableDataset
 
+import st_lsh.kernels as kernels
 import st_lsh.mining as mining_module
 import st_lsh.training.table as table_module
 from st_lsh import LSHIndex, LSHSettings, NegativeRules, mine_hard_negatives
@@ -179,13 +180,19 @@ def test_float16_store_stays_float16_and_rescoring_reads_only_pools(monkeypatch)
     store = refresher.table.store
     assert store.array.dtype == np.float16
     taken: list[int] = []
-    original = type(store).take
+    original_take, original_dot = type(store).take, kernels.gather_dot
 
     def take(self, ids):
         taken.append(len(ids))
-        return original(self, ids)
+        return original_take(self, ids)
+
+    def gather_dot(queries, rows, indices):
+        assert rows.dtype == np.float16  # read as stored, widened in registers
+        taken.append(int((indices >= 0).sum()))
+        return original_dot(queries, rows, indices)
 
     monkeypatch.setattr(type(store), "take", take)
+    monkeypatch.setattr(kernels, "gather_dot", gather_dot)
     refresher.refresh()
     assert refresher.table.store.array.dtype == np.float16
     assert taken and max(taken) <= 32 * 40  # pools and positives, never the whole table

@@ -247,3 +247,38 @@ def test_pairwise_matches_brute_force_with_padding(kernels, bits: int) -> None:
     np.testing.assert_array_equal(out, expected)
     with pytest.raises(ValueError, match="indices must"):
         kernels.pairwise_hamming(queries, corpus, np.full((7, 2), -2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_gather_dot_matches_numpy_and_reads_memory_maps(kernels, dtype, tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((500, 48)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    rows = rows.astype(dtype)
+    queries = rng.standard_normal((7, 48)).astype(np.float32)
+    indices = rng.integers(0, 500, (7, 30))
+    indices[2, 5] = indices[6, 0] = -1
+    expected = np.einsum("qd,qpd->qp", queries, rows[np.maximum(indices, 0)].astype(np.float32))
+    expected[indices < 0] = -np.inf
+    np.testing.assert_allclose(kernels.gather_dot(queries, rows, indices), expected, rtol=1e-5, atol=1e-6)
+    path = tmp_path / "rows.npy"
+    np.save(path, rows)
+    mapped = np.load(path, mmap_mode="r")
+    np.testing.assert_allclose(kernels.gather_dot(queries, mapped, indices), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gather_dot_decodes_every_kind_of_float16_exactly(kernels) -> None:
+    bits = np.array([0x0001, 0x8001, 0x03FF, 0x0400, 0x3C00, 0x7BFF, 0x7C00, 0xFC00, 0x0000, 0x3555], np.uint16)
+    rows = np.zeros((len(bits), 4), np.uint16)
+    rows[:, 0] = bits  # subnormals, normals, the largest finite, +-inf, zero
+    out = kernels.gather_dot(np.array([[1, 0, 0, 0]], np.float32), rows.view(np.float16),
+                             np.arange(len(bits))[None, :])
+    np.testing.assert_array_equal(out[0], bits.view(np.float16).astype(np.float32))
+
+
+def test_gather_dot_rejects_bad_input(kernels) -> None:
+    rows = np.zeros((5, 4), np.float32)
+    with pytest.raises(ValueError, match="float32 or float16"):
+        kernels.gather_dot(np.zeros((1, 4), np.float32), rows.astype(np.float64), np.zeros((1, 2), np.int64))
+    with pytest.raises(ValueError, match="row ids"):
+        kernels.gather_dot(np.zeros((1, 4), np.float32), rows, np.array([[5]]))
