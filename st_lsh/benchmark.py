@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 import logging
 import statistics
 import threading
@@ -28,13 +29,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .hashing import LSHHasher, check_num_bits
+from .hashing import LSHHasher
 from .index import LSHIndex, exact_topk
+from .rules import LSHSettings, check_num_bits
 from .search import faiss_available, hamming_topk
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PeakMemory", "bench_codes_only", "bench_corpus", "random_unit_vectors", "run_search_benchmark"]
+__all__ = ["PeakMemory", "bench_codes_only", "bench_corpus", "overlap", "random_unit_vectors", "run_search_benchmark"]
 
 Row = dict[str, Any]
 
@@ -96,20 +98,33 @@ def measure(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     return float(statistics.median(times)), max(peaks)
 
 
+def overlap(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each exact top-k row that ``found`` also returns."""
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / len(b) for a, b in zip(found, exact)]))
+
+
 def bench_corpus(
-    corpus: np.ndarray, queries: np.ndarray, k: int, bits_list: Sequence[int], repeats: int, device: str = "cpu"
+    corpus: np.ndarray, queries: np.ndarray, k: int, bits_list: Sequence[int], repeats: int, device: str = "cpu",
+    settings: LSHSettings | None = None,
 ) -> list[Row]:
-    """Time every method on one corpus of float embeddings."""
+    """Time every method on one corpus of float embeddings; the shipped defaults (``settings``) also report their
+    overlap with the exact top-k."""
     n, dim = corpus.shape
     k = min(k, n)
     rows: list[Row] = []
     cuda = device.startswith("cuda")
+    exact: dict[str, np.ndarray] = {}
 
-    def add(method: str, fn: Callable[[], object], bytes_per_doc: float, bits: int | str = "") -> None:
+    def add(method: str, fn: Callable[[], object], bytes_per_doc: float, bits: int | str = "",
+            build_s: float = float("nan"), found: Callable[[], np.ndarray] | None = None) -> None:
         seconds, extra = measure(fn, repeats)
-        rows.append({"n": n, "method": method, "bits": bits, "seconds": seconds, "peak_extra_mb": extra,
-                     "bytes_per_doc": bytes_per_doc})
-        logger.info("n=%s %s %s: %.3fs, +%.0f MB", f"{n:,}", method, bits, seconds, extra)
+        row = {"n": n, "method": method, "bits": bits, "seconds": seconds, "peak_extra_mb": extra,
+               "bytes_per_doc": bytes_per_doc, "build_s": build_s, "overlap": float("nan")}
+        if found is not None and "indices" in exact:
+            row["overlap"] = overlap(found(), exact["indices"])
+        rows.append(row)
+        logger.info("n=%s %s %s: %.3fs, +%.0f MB, overlap %.3f", f"{n:,}", method, bits, seconds, extra,
+                    row["overlap"])
 
     if cuda:
         q, c = torch.from_numpy(queries).to(device), torch.from_numpy(corpus).to(device)
@@ -120,8 +135,11 @@ def bench_corpus(
             torch.cuda.synchronize()
     else:
         def float_search() -> None:
-            exact_topk(queries, corpus, k, query_chunk_size=1024, corpus_chunk_size=len(corpus))
+            exact["indices"] = exact_topk(queries, corpus, k, query_chunk_size=1024,
+                                          corpus_chunk_size=len(corpus)).indices
     add("float32 matmul + top-k (sentence-transformers)", float_search, dim * 4)
+    if "indices" not in exact:
+        exact["indices"] = exact_topk(queries, corpus, k).indices
 
     if faiss_available() and not cuda:
         import faiss
@@ -132,8 +150,8 @@ def bench_corpus(
         del flat
 
     for bits in bits_list:
-        hasher = LSHHasher(bits, random_state=0, device=device).fit(corpus[:100_000])
-        codes, query_codes = hasher.transform(corpus), hasher.transform(queries)
+        hasher = LSHHasher(bits, random_state=0, device=device).fit(corpus)
+        codes, query_codes = hasher.transform(corpus), hasher.transform(queries, role="query")
         if faiss_available() and not cuda:
             import faiss
 
@@ -142,10 +160,22 @@ def bench_corpus(
             add("faiss IndexBinaryFlat (default settings)", lambda: binary.search(query_codes, k), bits / 8, bits)
             del binary
         add("st-lsh hamming_topk", lambda: hamming_topk(query_codes, codes, k, device=device), bits / 8, bits)
-        index = LSHIndex(hasher=hasher, store_embeddings="float16").add_codes(codes, corpus)
-        add(f"st-lsh LSHIndex.search, pool {4 * k} rescored (fp16 stored)",
-            lambda: index.search(queries, k, pool_size=min(4 * k, n)), bits / 8 + dim * 2, bits)
-        del index
+
+    settings = settings or LSHSettings()
+    variants = [("st-lsh defaults", settings)]
+    if settings.prefix_bits is not None:
+        variants.append(("st-lsh defaults without the prefix stage", replace(settings, prefix_bits=None)))
+    for label, variant in variants:
+        start = time.perf_counter()
+        index = LSHIndex(settings=variant, device=device).fit(corpus)
+        build = time.perf_counter() - start
+        pool = variant.pool_size(k, n)
+        prefix = f"{variant.prefix_bits}-bit prefix x{variant.prefix_factor:g}, " if variant.prefix_bits else ""
+        add(f"{label} ({prefix}pool {pool}, {variant.store} rescoring)", lambda index=index: index.search(queries, k),
+            variant.num_bits / 8 + (dim * 4 if variant.store == "float32" else dim * 2 if variant.store == "float16"
+                                    else 0), variant.num_bits, build, found=lambda index=index: index.search(
+                                        queries, k).indices)
+        index.close()
     return rows
 
 

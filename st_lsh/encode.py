@@ -122,13 +122,14 @@ def encode_to_store(
     out: EmbeddingStore | None = None
     writer: EmbeddingStore | None = None  # the cache file, when the store itself is not it
     try:
-        with tqdm(total=n, desc=f"Encoding {kind}", unit="text", disable=not (show_progress_bar and several)) as bar:
+        with tqdm(total=n, desc=f"Encoding {kind} ({len(chunks)} chunks)", unit="text",
+                  disable=not (show_progress_bar and several)) as bar:
             for start in chunks:
                 batch = table.texts(start, start + chunk_size)
                 embeddings = encode(
                     batch, prompt_name=prompt_name, prompt=prompt, batch_size=batch_size, pool=pool,
                     normalize_embeddings=True, convert_to_numpy=True,
-                    show_progress_bar=show_progress_bar and not several,
+                    show_progress_bar=show_progress_bar,
                 )
                 embeddings = np.asarray(embeddings, dtype=np.float32)
                 if out is None:

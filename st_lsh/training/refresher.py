@@ -256,6 +256,22 @@ class HardNegativeRefresher(TrainerCallback):
         """Current negatives: corpus ids, ``(n_queries, num_negatives)``."""
         return self.table.negatives
 
+    def set_negatives(self, negatives: torch.Tensor, scores: torch.Tensor | None = None) -> None:
+        """Use negatives mined elsewhere (e.g. by sentence-transformers' exact miner): ``(n_queries, num_negatives)``
+        corpus ids of :attr:`pairs`' queries and corpus. Skips the initial mining; a later refresh encodes what it
+        needs."""
+        negatives = torch.as_tensor(negatives, dtype=torch.long)
+        if tuple(negatives.shape) != tuple(self.table.negatives.shape):
+            raise ValueError(f"negatives must have shape {tuple(self.table.negatives.shape)}, got "
+                             f"{tuple(negatives.shape)}.")
+        if int(negatives.min()) < 0 or int(negatives.max()) >= len(self.pairs.corpus):
+            raise ValueError("negatives must be corpus ids of this refresher's corpus.")
+        for q, positives in enumerate(self.pairs.positive_indices):
+            if set(negatives[q].tolist()) & set(positives):
+                raise ValueError(f"query {q} has one of its positives among its negatives.")
+        self.table.set_negatives(negatives, scores if scores is not None else torch.full(negatives.shape,
+                                                                                          float("nan")))
+
     # ---- mining ----------------------------------------------------------------------------------------------
 
     def prepare(self) -> HardNegativeRefresher:
