@@ -35,7 +35,7 @@ from typing import Literal
 SamplingStrategy = Literal["top", "random"]
 Centering = Literal["corpus", "both", "none"]
 StoreKind = Literal["float32", "float16", "disk"]
-Backend = Literal["auto", "numba", "faiss", "torch", "numpy"]
+Backend = Literal["auto", "numba", "faiss", "torch", "numpy", "faiss-ivf"]
 
 DEFAULT_NUM_BITS = 512
 DEFAULT_POOL_FACTOR = 8.0
@@ -159,10 +159,9 @@ class LSHSettings:
             raise ValueError(f"candidate_pool must be a positive integer, got {self.candidate_pool}.")
         if self.store not in (None, "float32", "float16", "disk"):
             raise ValueError(f"store_embeddings must be 'float32', 'float16', 'disk' or None, got {self.store!r}.")
-        if self.backend not in ("auto", "numba", "faiss", "torch", "numpy"):
-            raise ValueError(
-                f"search_backend must be 'auto', 'numba', 'faiss', 'torch' or 'numpy', got {self.backend!r}."
-            )
+        if self.backend not in ("auto", "numba", "faiss", "torch", "numpy", "faiss-ivf"):
+            raise ValueError("search_backend must be 'auto', 'numba', 'faiss', 'torch', 'numpy' or 'faiss-ivf', "
+                             f"got {self.backend!r}.")
         if self.prefix_bits is not None and (self.prefix_bits < 64 or self.prefix_bits % 64):
             raise ValueError(f"prefix_bits must be a positive multiple of 64, got {self.prefix_bits}.")
         if not self.prefix_factor >= 1:

@@ -10,6 +10,12 @@ index), so the backend changes speed only, never results:
   precision on CUDA where tensor cores make it the fastest path; the default on GPU.
 - ``"numpy"``: XOR plus ``np.bitwise_count``; the dependency-free fallback.
 
+One backend is approximate, and only used when asked for: ``"faiss-ivf"``, faiss' ``IndexBinaryIVF`` (the codes
+clustered into ``sqrt(n)``-ish lists, ``nprobe`` of them scanned per query). It is sub-linear in the corpus, for
+query sets so large that even the fastest exact scan dominates (e.g. refreshing 500k training queries against
+tens of millions of texts at every epoch); its recall against the exact scan on the same codes is measured in
+``eval/results/bench_search_cpu.md``.
+
 ``num_words`` restricts a scan to the first ``64 * num_words`` bits of each code (the prefix stage of the
 search cascade: the first bits of an orthonormal LSH code are themselves an LSH code); :func:`hamming_rerank`
 then orders a candidate list by the full-length distance.
@@ -113,9 +119,10 @@ def numba_available() -> bool:
 
 def resolve_backend(backend: Backend = "auto", device: str | torch.device | None = None, num_bytes: int = 8) -> str:
     """Pick the search backend: torch on CUDA, else numba, else faiss when installed, else numpy."""
-    if backend not in ("auto", "numba", "faiss", "torch", "numpy"):
-        raise ValueError(f"backend must be one of 'auto', 'numba', 'faiss', 'torch', 'numpy', got {backend!r}.")
-    if backend == "faiss" and not faiss_available():
+    if backend not in ("auto", "numba", "faiss", "torch", "numpy", "faiss-ivf"):
+        raise ValueError("backend must be one of 'auto', 'numba', 'faiss', 'torch', 'numpy', 'faiss-ivf', "
+                         f"got {backend!r}.")
+    if backend in ("faiss", "faiss-ivf") and not faiss_available():
         raise ValueError("backend='faiss' needs faiss: `pip install faiss-cpu` (or `pip install st-lsh[faiss]`).")
     if backend == "numba" and not numba_available():
         raise ValueError("backend='numba' needs numba: `pip install numba`.")
@@ -162,6 +169,29 @@ def _search_faiss(query_codes: np.ndarray, corpus_codes: np.ndarray, k: int, que
         idxs.append(np.take_along_axis(idx, order, axis=1).astype(np.int64))
         progress.update(1)
     return np.concatenate(dists), np.concatenate(idxs)
+
+
+def _search_faiss_ivf(query_codes: np.ndarray, corpus_codes: np.ndarray, k: int, nlist: int | None = None,
+                      nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate top-k with faiss' ``IndexBinaryIVF``: ``nlist`` (default ``sqrt(n)``) lists trained on a seeded
+    sample of ``40 * nlist`` codes, ``nprobe`` (default a tenth of the lists) scanned per query. Slots it cannot
+    fill get index -1 and distance ``num_bits + 1``. Rows are sorted by (distance, index)."""
+    import faiss
+
+    n, num_bits = len(corpus_codes), corpus_codes.shape[1] * 8
+    nlist = nlist or max(1, int(round(np.sqrt(n))))
+    nprobe = nprobe or max(1, -(-nlist // 10))
+    quantizer = faiss.IndexBinaryFlat(num_bits)
+    index = faiss.IndexBinaryIVF(quantizer, num_bits, nlist)
+    sample = np.random.default_rng(0).choice(n, size=min(n, 40 * nlist), replace=False)
+    index.train(corpus_codes[np.sort(sample)])
+    index.add(corpus_codes)
+    index.nprobe = min(nprobe, nlist)
+    dist, idx = index.search(query_codes, k)
+    dist = np.where(idx < 0, num_bits + 1, dist).astype(np.int64)
+    key = dist * (n + 1) + np.where(idx < 0, n, idx)
+    order = np.argsort(key, axis=1, kind="stable")
+    return np.take_along_axis(dist, order, 1).astype(np.int32), np.take_along_axis(idx, order, 1).astype(np.int64)
 
 
 def _numpy_distances(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
@@ -238,7 +268,8 @@ def hamming_topk(
         query_codes: ``(n_queries, num_bytes)`` uint8 packed codes.
         corpus_codes: ``(n_corpus, num_bytes)`` uint8 packed codes of the same length.
         k: Neighbours per query, at most ``n_corpus``.
-        backend: ``"auto"``, ``"numba"``, ``"faiss"``, ``"torch"`` or ``"numpy"`` (see the module docstring).
+        backend: ``"auto"``, ``"numba"``, ``"faiss"``, ``"torch"``, ``"numpy"`` (exact), or ``"faiss-ivf"``
+            (approximate, sub-linear; see the module docstring).
         device: Device of the torch backend; None picks CUDA when available.
         query_chunk_size: Queries per chunk.
         corpus_chunk_size: Corpus codes per chunk (torch and numpy backends). None keeps the
@@ -272,6 +303,8 @@ def hamming_topk(
         budget = 2**30 if torch_device.type == "cuda" else 2**26
         corpus_chunk_size = max(1024, budget // min(query_chunk_size, len(query_codes)))
     n_chunks = -(-len(query_codes) // query_chunk_size)
+    if backend == "faiss-ivf":
+        return HammingNeighbours(*_search_faiss_ivf(query_codes, corpus_codes, k))
     with tqdm(total=n_chunks, desc=f"Hamming search ({backend})", disable=not show_progress_bar) as progress:
         if backend == "faiss":
             return HammingNeighbours(*_search_faiss(query_codes, corpus_codes, k, query_chunk_size, progress))
