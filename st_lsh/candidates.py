@@ -35,7 +35,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +52,6 @@ from .similarity import Similarity
 from .store import EmbeddingStore
 from .timing import Timings
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -28,7 +28,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -42,7 +41,6 @@ from .search import RunningTopK, hamming_rerank, hamming_topk, pairwise_hamming,
 from .similarity import Similarity, hamming_to_cosine
 from .store import EmbeddingStore, open_store
 
-logger = logging.getLogger(__name__)
 
 __all__ = ["Candidates", "LSHIndex", "Neighbours", "exact_topk", "hamming_to_cosine", "search_candidates"]
 

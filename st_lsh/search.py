@@ -37,7 +37,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 from typing import NamedTuple
 
 import numpy as np
@@ -47,7 +46,6 @@ from tqdm.auto import tqdm
 from .hashing import unpack_bits
 from .rules import Backend
 
-logger = logging.getLogger(__name__)
 
 FAISS_QUERY_BATCH = 1024
 

@@ -33,10 +33,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pytrec_eval
-import torch
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
-from ..data import Corpus, Qrels, Queries, Run, doc_text, load_qrels, load_trec_run
+from ..data import Qrels, Run, doc_text, load_qrels, load_trec_run
 from ..encode import encode_texts, encode_to_store
 from ..index import LSHIndex, Neighbours, exact_topk
 from ..pairs import TextTable

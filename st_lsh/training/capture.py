@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,7 +30,6 @@ import torch
 
 from ..pairs import TextTable
 
-logger = logging.getLogger(__name__)
 
 
 def _token_keys(features: Mapping[str, Any]) -> list[bytes]:

@@ -58,7 +58,7 @@ from ..rules import DEFAULT_NUM_BITS, DEFAULT_POOL_FACTOR, LSHSettings, Negative
 from ..similarity import Similarity
 from .capture import EmbeddingCapture
 from .schedule import HardnessSchedule
-from .table import MiningOutcome, NegativesTable, ShardUpdate
+from .table import MiningOutcome, NegativesTable
 
 logger = logging.getLogger(__name__)
 

@@ -286,7 +286,6 @@ def _repair(batches: list[list[int]], keys: np.ndarray, batch_size: int, expecte
     def clash(row: int, batch: list[int], without: int | None = None) -> bool:
         return any(row_keys[row] & row_keys[m] for m in batch if m != without)
 
-    forced = 0
     while len(batches) > expected:
         batches.sort(key=len, reverse=True)
         surplus = batches.pop()
