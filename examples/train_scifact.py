@@ -3,13 +3,13 @@ evaluate nDCG@10 on SciFact's test split.
 
 The negatives come from :class:`st_lsh.training.HardNegativeRefresher` (``--refresh incremental`` or ``full``),
 re-mined at the end of every epoch (or every ``--refresh-every-n-steps`` steps); ``--refresh none`` mines them
-once, with the same rules and the same rows (a row short of candidates gets a random negative), and keeps them. Loss: MultipleNegativesRankingLoss with the
-NO_DUPLICATES batch sampler.
+once, with the same rules and the same rows (a row short of candidates gets a random negative), and keeps them.
+Loss: MultipleNegativesRankingLoss with the NO_DUPLICATES batch sampler.
 
 Usage::
 
     python examples/train_scifact.py --data ../shared/data/scifact --refresh incremental --epochs 2
-    # a tiny smoke run:
+    # a tiny smoke run (--max-pairs and --max-test-queries are seeded samples, not the files' heads):
     python examples/train_scifact.py --max-pairs 32 --max-corpus 200 --max-test-queries 20 --max-seq-length 32
 """
 
@@ -33,8 +33,9 @@ from sentence_transformers.sentence_transformer.training_args import (
 )
 from transformers import TrainerCallback, set_seed
 
-from st_lsh.data import doc_text, load_beir, pairs_from_qrels
-from st_lsh.evaluation import BEIREvaluator
+from st_lsh.data import sample_pairs
+from st_lsh.evaluation.retrieval import RetrievalEvaluator
+from st_lsh.tasks import Task
 from st_lsh.training import HardNegativeRefresher
 
 logger = logging.getLogger(__name__)
@@ -86,11 +87,11 @@ def train_and_evaluate(
     """Train with the chosen refresh mode and return timings, refresh statistics and test nDCG@10."""
     set_seed(seed)
     model = load_model(max_seq_length)
-    corpus, queries, qrels = load_beir(data, split="train")
-    pairs = pairs_from_qrels(corpus, queries, qrels)
+    task = Task.open(data)  # the corpus is read once, for the pairs, the negatives and the evaluation
+    pairs = task.pairs("train")
     if max_pairs is not None:
-        pairs = pairs.select(range(min(max_pairs, len(pairs))))
-    documents = [doc_text(doc) for doc in corpus.values()]
+        pairs = sample_pairs(pairs, max_pairs, seed=seed)  # spread over the claims, not the file's head
+    documents = task.corpus_texts()
     if max_corpus is not None:
         documents = documents[:max_corpus]
     rules = {"num_negatives": num_negatives, "range_max": range_max, "relative_margin": relative_margin}
@@ -124,11 +125,7 @@ def train_and_evaluate(
         "refreshes": refresher.history[1:] if refresh != "none" else [],
     }
     if evaluate:
-        test_queries = None
-        if max_test_queries is not None:
-            _, all_test_queries, _ = load_beir(data, split="test")
-            test_queries = list(all_test_queries)[:max_test_queries]
-        evaluator = _evaluator(data, test_queries, max_corpus)
+        evaluator = _evaluator(task, max_test_queries, max_corpus, seed)
         eval_start = time.perf_counter()
         metrics = evaluator(model)
         result["eval_s"] = time.perf_counter() - eval_start
@@ -136,19 +133,19 @@ def train_and_evaluate(
     return result
 
 
-def _evaluator(data: str | Path, query_ids: list[str] | None, max_corpus: int | None) -> BEIREvaluator:
-    evaluator = BEIREvaluator(data, split="test", batch_size=64, write_csv=False)
-    if query_ids is None and max_corpus is None:
-        return evaluator
-    # A tiny slice for smoke tests: a few test queries against their relevant documents plus some others.
-    from st_lsh.evaluation.retrieval import RetrievalEvaluator
-
-    corpus, queries, qrels = load_beir(data, split="test")
-    query_ids = query_ids or list(queries)
-    qrels = {q: qrels[q] for q in query_ids}
-    keep = {d for q in query_ids for d in qrels[q]} | set(list(corpus)[: max_corpus or len(corpus)])
+def _evaluator(task: Task, max_test_queries: int | None, max_corpus: int | None, seed: int) -> RetrievalEvaluator:
+    if max_test_queries is None and max_corpus is None:
+        return task.evaluator("test", batch_size=64, write_csv=False)
+    # A tiny slice for smoke tests: a seeded sample of test queries against their relevant documents plus some
+    # others.
+    test = task.split("test")
+    query_ids = list(test.queries)
+    if max_test_queries is not None:
+        query_ids = sorted(random.Random(seed).sample(query_ids, min(max_test_queries, len(query_ids))))
+    qrels = {q: test.qrels[q] for q in query_ids}
+    keep = {d for q in query_ids for d in qrels[q]} | set(list(task.corpus)[: max_corpus or len(task.corpus)])
     return RetrievalEvaluator(
-        {d: corpus[d] for d in corpus if d in keep}, {q: queries[q] for q in query_ids}, qrels,
+        {d: doc for d, doc in task.corpus.items() if d in keep}, {q: test.queries[q] for q in query_ids}, qrels,
         ndcg_at_k=(10,), mrr_at_k=(), recall_at_k=(10,), batch_size=64, write_csv=False,
         ignore_identical_ids=True, name="scifact_test_slice",
     )

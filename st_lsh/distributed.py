@@ -14,10 +14,24 @@ Example::
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+
+def init_from_environment(backend: str | None = None) -> bool:
+    """Join the process group that ``torchrun`` / ``accelerate launch`` describe in the environment (``RANK``,
+    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), when there is one and it is not joined yet: gloo on CPU, nccl
+    on CUDA. Returns True when running on more than one process."""
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if backend is None:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return is_distributed()
 
 
 def is_distributed() -> bool:

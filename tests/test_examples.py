@@ -41,11 +41,13 @@ def test_mine_hard_negatives_example(tmp_path: Path) -> None:
 def test_train_msmarco_example(msmarco_path: Path, tmp_path: Path) -> None:
     stdout = run_example(
         "train_msmarco.py", "--collection", str(msmarco_path / "collection.tsv"),
-        "--train-queries", str(msmarco_path / "queries.dl20.tsv"), "--train-qrels", str(msmarco_path / "qrels.dl20.tsv"),
+        "--train-queries", str(msmarco_path / "queries.dl20.tsv"),
+        "--train-qrels", str(msmarco_path / "qrels.dl20.tsv"),
         "--eval-queries", str(msmarco_path / "queries.dl19.tsv"), "--eval-qrels", str(msmarco_path / "qrels.dl19.tsv"),
-        "--max-queries", "2", "--max-docs", "40", "--max-relevant", "12", "--max-seq-length", "32",
-        "--batch-size", "8", "--output", str(tmp_path / "model"), cwd=tmp_path,
+        "--max-pairs", "24", "--max-queries", "3", "--max-relevant", "8", "--max-docs", "40",
+        "--max-seq-length", "32", "--batch-size", "8", "--output", str(tmp_path / "model"), cwd=tmp_path,
     )
+    assert "24 training pairs over 24 queries" in stdout  # sampled round-robin: every query before a second pair
     assert "dl19_ndcg@10:" in stdout and "->" in stdout
     assert (tmp_path / "model" / "modules.json").is_file()
 
