@@ -15,7 +15,7 @@ import torch
 from datasets import Dataset, IterableDataset
 
 import st_lsh.kernels as kernels
-import st_lsh.mining as mining_module
+import st_lsh.candidates as candidates_module
 import st_lsh.training.table as table_module
 from st_lsh import LSHIndex, LSHSettings, NegativeRules, mine_hard_negatives
 from st_lsh.hashing import LSHHasher
@@ -83,7 +83,7 @@ def test_same_codes_through_the_miner_the_refresher_and_lshindex_at_100k(monkeyp
     reference = LSHIndex(settings=LSHSettings(num_bits=256, seed=3)).fit(model.normalised()).codes
 
     _RecordingIndex.fitted = []
-    monkeypatch.setattr(mining_module, "LSHIndex", _RecordingIndex)
+    monkeypatch.setattr(candidates_module, "LSHIndex", _RecordingIndex)
     mine_hard_negatives(pairs_for(model, 16), model, corpus=texts, num_bits=256, seed=3, num_negatives=1,
                         candidate_pool=64, verbose=False)
     assert np.array_equal(_RecordingIndex.fitted[0], reference)

@@ -238,7 +238,7 @@ def test_bad_arguments(fresh_model, refresh_slice):
     with pytest.raises(ValueError, match="refresh_every_n_steps"):
         HardNegativeRefresher(fresh_model, pairs, corpus=corpus, refresh_every_n_steps=0)
     with pytest.raises(ValueError, match="num_negatives"):
-        HardNegativeRefresher(fresh_model, pairs, corpus=corpus, num_negatives=0)
+        HardNegativeRefresher(fresh_model, pairs, corpus=corpus, num_negatives=-1)
     with pytest.raises(RuntimeError, match="prepare"):
         HardNegativeRefresher(fresh_model, pairs, corpus=corpus).refresh()
 
