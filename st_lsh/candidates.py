@@ -44,7 +44,7 @@ import torch
 from .distributed import all_gather_objects, all_reduce, shard, world
 from .encode import encode_to_store
 from .hashing import LSHHasher, column_sum
-from .index import Candidates, LSHIndex, search_candidates
+from .index import Candidates, LSHIndex, score_rows, search_candidates
 from .pairs import PairTable, TextTable
 from .rules import LSHSettings
 from .search import sort_by_value_then_index
@@ -112,8 +112,11 @@ class LocalSearch:
     def candidates(self, start: int, stop: int) -> Candidates:
         with self.timings.stage("search"):
             queries = self.query_store.take(np.arange(start, stop))
-            return search_candidates(self.index, queries, self.pairs.positive_indices[start:stop], self.width,
-                                     self.pool)
+            found = search_candidates(self.index, queries, self.pairs.positive_indices[start:stop], self.width,
+                                      self.pool)
+            if self.index.store is not None:
+                self.index.store.release()  # the rows this chunk rescored leave the RSS (a disk store)
+            return found
 
     def close(self) -> None:
         if self.index is not None:
@@ -199,7 +202,8 @@ class ShardedSearch:
         self.positive_scores = positive
 
     def _owned_scores(self, queries: np.ndarray, indices: np.ndarray) -> torch.Tensor:
-        """Scores of the (query, candidate) entries whose candidate lives in this rank's store; ``-inf`` elsewhere."""
+        """Scores of the (query, candidate) entries whose candidate lives in this rank's store; ``-inf`` elsewhere.
+        The one rescoring rule (:func:`~st_lsh.index.score_rows`), so the scores equal one process's bit for bit."""
         start, stop = self.corpus_range.start, self.corpus_range.stop
         out = torch.full(indices.shape, float("-inf"))
         owned = (indices >= start) & (indices < stop)
@@ -207,11 +211,8 @@ class ShardedSearch:
         step = max(1, 2**22 // max(1, indices.shape[1]))
         for first in range(0, len(rows), step):
             block = rows[first : first + step]
-            mask = owned[block]
-            local = np.where(mask, indices[block] - start, 0)
-            gathered = torch.from_numpy(self.corpus_store.take(local.flatten())).view(*local.shape, -1)
-            scores = self.similarity.pairs(torch.from_numpy(queries[block]), gathered)
-            out[torch.from_numpy(block)] = scores.masked_fill(~torch.from_numpy(mask), float("-inf"))
+            local = np.where(owned[block], indices[block] - start, -1)
+            out[torch.from_numpy(block)] = score_rows(self.similarity, self.corpus_store, queries[block], local)
         return out
 
     def candidates(self, start: int, stop: int) -> Candidates:

@@ -261,30 +261,7 @@ class LSHIndex:
                 distances = pairwise_hamming(codes, self.codes, np.asarray(indices))
             scores = self.similarity.from_hamming(torch.as_tensor(distances), self.num_bits)
             return scores.masked_fill(~valid, float("-inf"))
-        if self._dot_kernel():
-            from . import kernels
-
-            return torch.from_numpy(kernels.gather_dot(np.asarray(query_embeddings, dtype=np.float32),
-                                                       self.store.array, np.asarray(indices, dtype=np.int64)))
-        queries = torch.as_tensor(np.asarray(query_embeddings, dtype=np.float32))
-        out = torch.full(indices_t.shape, float("-inf"))
-        width = max(1, indices_t.shape[1])
-        step = max(1, RESCORE_BLOCK // (width * self.store.dim))
-        for start in range(0, len(queries), step):
-            rows = indices_t[start : start + step]
-            gathered = torch.from_numpy(self.store.take(rows.clamp(min=0).flatten().numpy()))
-            scores = self.similarity.pairs(queries[start : start + step], gathered.view(*rows.shape, -1))
-            out[start : start + step] = scores.masked_fill(rows < 0, float("-inf"))
-        return out
-
-    def _dot_kernel(self) -> bool:
-        """True when rescoring is a plain dot product that the numba kernel can read straight from the store."""
-        from .search import numba_available
-
-        array = self.store.array if self.store is not None else None
-        return (array is not None and array.dtype in (np.float32, np.float16) and array.flags.c_contiguous
-                and (self.similarity.name == "dot" or (self.similarity.name == "cosine" and self.similarity.normalized))
-                and numba_available())
+        return score_rows(self.similarity, self.store, query_embeddings, indices)
 
     def search(
         self,
@@ -318,6 +295,35 @@ class LSHIndex:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+
+def score_rows(similarity: Similarity, store: EmbeddingStore, query_embeddings: ArrayLike,
+               indices: np.ndarray) -> torch.Tensor:
+    """``similarity`` of each query with the stored rows ``indices`` (one row of store ids per query; ``-1`` gives
+    ``-inf``): the one rescoring rule, so that one process and the owners of a sharded store score alike. A plain
+    dot product (dot, or cosine on normalised rows) is read straight from a float32 / float16 store by the numba
+    kernel; other similarities gather blocks of rows."""
+    from .search import numba_available
+
+    array = store.array
+    if (array is not None and array.dtype in (np.float32, np.float16) and array.flags.c_contiguous
+            and (similarity.name == "dot" or (similarity.name == "cosine" and similarity.normalized))
+            and numba_available()):
+        from . import kernels
+
+        return torch.from_numpy(kernels.gather_dot(np.asarray(query_embeddings, dtype=np.float32), array,
+                                                   np.asarray(indices, dtype=np.int64)))
+    indices_t = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    queries = torch.as_tensor(np.asarray(query_embeddings, dtype=np.float32))
+    out = torch.full(indices_t.shape, float("-inf"))
+    width = max(1, indices_t.shape[1])
+    step = max(1, RESCORE_BLOCK // (width * store.dim))
+    for start in range(0, len(queries), step):
+        rows = indices_t[start : start + step]
+        gathered = torch.from_numpy(store.take(rows.clamp(min=0).flatten().numpy()))
+        scores = similarity.pairs(queries[start : start + step], gathered.view(*rows.shape, -1))
+        out[start : start + step] = scores.masked_fill(rows < 0, float("-inf"))
+    return out
 
 
 class Candidates(NamedTuple):

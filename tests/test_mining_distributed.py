@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 WORKER = Path(__file__).resolve().parent / "mining_dist_worker.py"
@@ -49,8 +48,5 @@ def test_torchrun_mine_command_writes_what_one_process_writes(pair_file: Path, m
     assert launched.stdout.count("| pairs | queries |") == 1  # rank 0 alone prints the summary
     one = (tmp_path / "one.jsonl").read_text().splitlines()
     two = (tmp_path / "two.jsonl").read_text().splitlines()
-    one, two = [json.loads(x) for x in one], [json.loads(x) for x in two]
-    assert len(one) == 40 and [{**r, "scores": None} for r in one] == [{**r, "scores": None} for r in two]
-    # the owners rescore a shard of the corpus with another summation order: the scores agree to float32 rounding
-    np.testing.assert_allclose([r["scores"] for r in one], [r["scores"] for r in two], rtol=0, atol=1e-6)
+    assert len(one) == 40 and [json.loads(x) for x in one] == [json.loads(x) for x in two]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jsonl", "two.jsonl"]
