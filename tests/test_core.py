@@ -206,3 +206,30 @@ def test_pool_rule_is_shared() -> None:
     assert index.pool_size(24) == settings.pool_size(24, 1000)
     rules = NegativeRules(num_negatives=2, range_min=3, relative_margin=0.1).resolve(max_positives=4)
     assert rules.range_max == 3 + 20 + 4 and rules.window(4) == 31
+
+
+def _resident_file_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+def test_disk_store_pages_leave_the_rss_after_a_pass_and_the_rows_stay(tmp_path: Path) -> None:
+    """A pass over a memory-mapped store releases its pages (MADV_DONTNEED): the process does not keep the whole
+    file resident, and every row reads back as written (dirty pages are written back, not lost)."""
+    from st_lsh.store import open_store
+
+    rows = np.random.default_rng(0).standard_normal((200_000, 128)).astype(np.float32)  # 100 MB
+    store = open_store("disk", len(rows), 128, folder=tmp_path, name="emb")
+    try:
+        before = _resident_file_kb()
+        for start in range(0, len(rows), 50_000):
+            store.write(start, rows[start : start + 50_000])
+        total = sum(float(chunk.sum(dtype=np.float64)) for _, chunk in store.chunks(50_000))
+        assert _resident_file_kb() - before < 60_000  # at most about one chunk (25 MB) stays mapped, not 100 MB
+        assert total == pytest.approx(float(rows.sum(dtype=np.float64)), rel=1e-9)
+        ids = np.random.default_rng(1).integers(0, len(rows), 1000)
+        assert np.array_equal(store.take(ids), rows[ids])
+    finally:
+        store.close()
