@@ -4,11 +4,15 @@ evaluate nDCG@10 on SciFact's test split.
 The negatives come from :class:`st_lsh.training.HardNegativeRefresher` (``--refresh incremental`` or ``full``),
 re-mined at the end of every epoch (or every ``--refresh-every-n-steps`` steps); ``--refresh none`` mines them
 once, with the same rules and the same rows (a row short of candidates gets a random negative), and keeps them.
-Loss: MultipleNegativesRankingLoss with the NO_DUPLICATES batch sampler.
+Loss: MultipleNegativesRankingLoss. Batches: ``--batches random`` is sentence-transformers' NO_DUPLICATES
+sampler; ``--batches neighbours`` fills each batch with rows whose anchors and positives are LSH neighbours
+(:class:`st_lsh.training.HardNeighbourBatchSampler`, planned every epoch from the refresher's codes), so the
+in-batch negatives are harder too, with the same no-duplicate guarantees.
 
 Usage::
 
     python examples/train_scifact.py --data ../shared/data/scifact --refresh incremental --epochs 2
+    python examples/train_scifact.py --batches neighbours          # hard-neighbour batches as well
     # a tiny smoke run (--max-pairs and --max-test-queries are seeded samples, not the files' heads):
     python examples/train_scifact.py --max-pairs 32 --max-corpus 200 --max-test-queries 20 --max-seq-length 32
 """
@@ -83,6 +87,7 @@ def train_and_evaluate(
     output_dir: str | Path = "output/train_scifact",
     cache_folder: str | None = None,
     evaluate: bool = True,
+    batches: str = "random",
 ) -> dict[str, Any]:
     """Train with the chosen refresh mode and return timings, refresh statistics and test nDCG@10."""
     set_seed(seed)
@@ -107,7 +112,8 @@ def train_and_evaluate(
     timer = EpochTimer()
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate, seed=seed, batch_sampler=BatchSamplers.NO_DUPLICATES,
+        learning_rate=learning_rate, seed=seed,
+        batch_sampler=refresher.batch_sampler() if batches == "neighbours" else BatchSamplers.NO_DUPLICATES,
         save_strategy="no", report_to=[], logging_steps=10, disable_tqdm=True,
     )
     trainer = SentenceTransformerTrainer(
@@ -120,7 +126,7 @@ def train_and_evaluate(
     train_s = time.perf_counter() - train_start
 
     result: dict[str, Any] = {
-        "refresh": refresh, "rows": len(train_dataset), "steps": trainer.state.global_step,
+        "refresh": refresh, "batches": batches, "rows": len(train_dataset), "steps": trainer.state.global_step,
         "initial_mining_s": initial_mining_s, "train_s": train_s, "epoch_s": timer.epoch_s,
         "refreshes": refresher.history[1:] if refresh != "none" else [],
     }
@@ -155,6 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--refresh", choices=["none", "full", "incremental"], default="incremental")
+    parser.add_argument("--batches", choices=["random", "neighbours"], default="random")
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-5)
@@ -176,7 +183,7 @@ def main() -> None:
     result = train_and_evaluate(
         args.data, args.refresh, args.epochs, args.batch_size, args.lr, args.seed, args.max_seq_length,
         args.num_negatives, args.range_max, 0.05, args.refresh_every_n_steps, args.max_pairs, args.max_corpus,
-        args.max_test_queries, args.output_dir, args.cache_folder,
+        args.max_test_queries, args.output_dir, args.cache_folder, batches=args.batches,
     )
     logger.info("Result: %s", json.dumps(result, default=float))
     if args.json:

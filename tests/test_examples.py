@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,8 +54,11 @@ def test_train_msmarco_example(msmarco_path: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (EXAMPLES / "train_scifact.py").is_file(), reason="train_scifact.py not written yet")
-def test_train_scifact_example(scifact_path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batches", ["random", "neighbours"])
+def test_train_scifact_example(batches: str, scifact_path: Path, tmp_path: Path) -> None:
     run_example("train_scifact.py", "--data", str(scifact_path), "--max-pairs", "32", "--max-corpus", "100",
-                "--max-test-queries", "10", "--max-seq-length", "32", "--epochs", "1",
-                "--output-dir", str(tmp_path / "model"), cwd=tmp_path)
+                "--max-test-queries", "10", "--max-seq-length", "32", "--epochs", "1", "--batches", batches,
+                "--json", str(tmp_path / "result.json"), "--output-dir", str(tmp_path / "model"), cwd=tmp_path)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["batches"] == batches and result["rows"] == 32 and result["steps"] == 1
+    assert 0 <= result["ndcg@10"] <= 1
