@@ -170,9 +170,10 @@ def store_from_file(kind: StoreKind | None, path: str | os.PathLike) -> Embeddin
     array = np.load(path, mmap_mode="r")
     if kind in ("float32", "float16"):
         store = EmbeddingStore(kind, np.empty(array.shape, dtype=np.dtype(kind)))
-        for start in range(0, array.shape[0], READ_CHUNK):
-            store.write(start, array[start : start + READ_CHUNK])
-        del array
+        source = EmbeddingStore("disk", array, path=Path(path))
+        for start, rows in source.chunks(READ_CHUNK):  # each chunk's pages released after the copy
+            store.write(start, rows)
+        del source, array
         return store
     store = EmbeddingStore("disk" if kind == "disk" else "spill", array, path=Path(path))
     store.written = array.shape[0]
