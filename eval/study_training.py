@@ -24,7 +24,7 @@ Arms (``--arms`` picks some):
 - ``neighbours+lsh``: neighbour batches and one refreshed LSH negative per row.
 
 Every arm trains on the same rows and the same number of steps. The mining rules are ranks 10-50, relative
-margin 0.05, one negative sampled at random from the window (the defaults of ``st-lsh train``); a pair for which
+margin 0.05, one negative sampled at random from the window, in every mined arm; a pair for which
 the rules leave no candidate gets a random corpus text (never a positive), in every mined arm alike, so no arm
 drops rows. Costs beside quality: seconds spent on negatives (initial mining plus refreshes, split into encode,
 hash and search), training seconds (refreshes excluded) and the peak RSS of the run's process.
